@@ -1,0 +1,1 @@
+"""Rollout actors: vectorised gymnasium envs stepped by a CPU copy of the policy."""

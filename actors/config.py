@@ -1,0 +1,65 @@
+"""Frozen, validated configuration of the environment and the rollout actors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from learner.config import require
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which gymnasium environment the actors step, and how it is vectorised."""
+
+    id: str = "CartPole-v1"
+    """A registered gymnasium id, or 'module:EnvId' to import the module that registers it."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the env constructor."""
+    vectorization: Literal["auto", "native", "sync"] = "auto"
+    """'native' uses the env's own vectorised implementation (e.g. CartPole's), 'sync' steps
+    copies of the single env in a loop; 'auto' picks native where gymnasium has one."""
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.id, str) and self.id.strip() != "",
+            "env.id",
+            self.id,
+            "a gymnasium environment id such as 'CartPole-v1'",
+        )
+        require(
+            self.vectorization in ("auto", "native", "sync"),
+            "env.vectorization",
+            self.vectorization,
+            "one of 'auto', 'native', 'sync'",
+        )
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """How many rollout actors run, how many envs each steps, and the segment they emit."""
+
+    num_actors: int = 2
+    """Rollout actors (Ray processes)."""
+    envs_per_actor: int = 32
+    """Environment copies each actor steps in one batch."""
+    segment_length: int = 16
+    """Steps per segment (T); also the n of the n-step returns."""
+    num_cpus: float = 1.0
+    """CPUs each rollout actor reserves in Ray."""
+
+    def __post_init__(self) -> None:
+        require(self.num_actors >= 1, "actors.num_actors", self.num_actors, "an integer >= 1")
+        require(
+            self.envs_per_actor >= 1,
+            "actors.envs_per_actor",
+            self.envs_per_actor,
+            "an integer >= 1",
+        )
+        require(
+            self.segment_length >= 1,
+            "actors.segment_length",
+            self.segment_length,
+            "an integer >= 1",
+        )
+        require(self.num_cpus >= 0, "actors.num_cpus", self.num_cpus, "a number >= 0")

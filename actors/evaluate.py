@@ -1,0 +1,49 @@
+"""Evaluating a policy: a batch of fresh episodes, one per env copy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actors.config import EnvConfig
+from actors.envs import make_vector_env
+from actors.policy import ActorPolicy
+from learner.config import ModelConfig
+from learner.core import PolicyWeights
+
+
+def evaluate(
+    env_config: EnvConfig,
+    model_config: ModelConfig,
+    weights: PolicyWeights,
+    episodes: int,
+    seed: int = 12345,
+    deterministic: bool = True,
+    max_steps: int = 1_000_000,
+) -> np.ndarray:
+    """Returns of `episodes` episodes, run in parallel in one vector env.
+
+    Each env copy contributes exactly its first episode, so no copy's short episodes crowd out
+    long ones. `max_steps` guards against envs without a time limit.
+    """
+    env = make_vector_env(env_config, episodes)
+    try:
+        policy = ActorPolicy(
+            model_config, env.single_observation_space, env.single_action_space, seed
+        )
+        policy.load(weights)
+        obs, _ = env.reset(seed=seed)
+        running = np.zeros(episodes, dtype=np.float64)
+        finished = np.full(episodes, np.nan)
+        for _ in range(max_steps):
+            obs = np.asarray(obs, dtype=np.float32)
+            actions = policy.act_greedy(obs) if deterministic else policy.act(obs)[0]
+            obs, reward, terminated, truncated, _ = env.step(actions)
+            open_ = np.isnan(finished)
+            running += np.where(open_, reward, 0.0)
+            done = open_ & (terminated | truncated)
+            finished[done] = running[done]
+            if not np.isnan(finished).any():
+                return finished
+        raise RuntimeError(f"evaluation of {env_config.id} ran {max_steps} steps without ending")
+    finally:
+        env.close()

@@ -1,0 +1,49 @@
+"""Rollout workers as Ray actors: a thin wrapper around `RolloutWorker`."""
+
+from __future__ import annotations
+
+import ray
+import torch
+
+from actors.config import ActorConfig, EnvConfig
+from actors.rollout import RolloutWorker
+from learner.config import ModelConfig
+from learner.core import PolicyWeights, Segment
+
+
+class RolloutActor:
+    """Ray-facing surface of `RolloutWorker`. Weights arrive as an ObjectRef argument, which
+    Ray resolves (zero-copy numpy) before `sample` runs."""
+
+    def __init__(
+        self,
+        env_config: EnvConfig,
+        actor_config: ActorConfig,
+        model_config: ModelConfig,
+        actor_id: int,
+        seed: int,
+    ) -> None:
+        # One thread: batched inference on a small MLP gains nothing from more, and several
+        # actors share the node's cores.
+        torch.set_num_threads(1)
+        self.worker = RolloutWorker(env_config, actor_config, model_config, actor_id, seed)
+
+    def sample(self, weights: PolicyWeights) -> Segment:
+        return self.worker.sample(weights)
+
+    def policy_version(self) -> int:
+        return self.worker.policy.version
+
+
+def spawn_rollout_actors(
+    env_config: EnvConfig,
+    actor_config: ActorConfig,
+    model_config: ModelConfig,
+    seed: int,
+    actor_ids: range,
+) -> list:
+    """Start one rollout actor per id, each reserving `actors.num_cpus`."""
+    cls = ray.remote(max_restarts=0)(RolloutActor).options(num_cpus=actor_config.num_cpus)
+    return [
+        cls.remote(env_config, actor_config, model_config, actor_id, seed) for actor_id in actor_ids
+    ]

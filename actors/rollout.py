@@ -1,0 +1,118 @@
+"""The rollout worker: steps a vector env with the acting policy and cuts segments."""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from actors.config import ActorConfig, EnvConfig
+from actors.envs import autoreset_mode, make_vector_env
+from actors.policy import ActorPolicy
+from learner.config import ModelConfig
+from learner.core import PolicyWeights, Segment
+
+
+def actor_seed(seed: int, actor_id: int) -> int:
+    """A per-actor seed; env `i` of the actor is seeded `actor_seed + i` by gymnasium."""
+    return int(np.random.SeedSequence([seed, actor_id]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class RolloutWorker:
+    """Owns `envs_per_actor` envs and emits fixed-length segments (plain Python, no Ray).
+
+    Episodes continue across segments: the last observation of one segment is the first of
+    the next. Whatever the env's autoreset mode, segments follow the same-step convention of
+    `Segment`; the reset steps of NEXT_STEP envs are kept but marked invalid.
+    """
+
+    def __init__(
+        self,
+        env_config: EnvConfig,
+        actor_config: ActorConfig,
+        model_config: ModelConfig,
+        actor_id: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.actor_id = actor_id
+        self.segment_length = actor_config.segment_length
+        self.env = make_vector_env(env_config, actor_config.envs_per_actor)
+        self.next_step_reset = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
+        space = self.env.single_observation_space
+        self.obs_dtype = np.uint8 if space.dtype == np.uint8 else np.float32
+        self.obs_shape = space.shape
+        s = actor_seed(seed, actor_id)
+        self.policy = ActorPolicy(model_config, space, self.env.single_action_space, seed=s)
+        obs, _ = self.env.reset(seed=s)
+        self.obs = np.asarray(obs, dtype=self.obs_dtype)
+        b = self.env.num_envs
+        self.episode_return = np.zeros(b, dtype=np.float64)
+        self.episode_length = np.zeros(b, dtype=np.int64)
+        self.resetting = np.zeros(b, dtype=bool)  # NEXT_STEP: next step of these envs resets
+
+    @property
+    def num_envs(self) -> int:
+        return self.env.num_envs
+
+    def sample(self, weights: PolicyWeights | None = None) -> Segment:
+        """Step every env `segment_length` times with `weights` (or the ones already loaded)."""
+        if weights is not None:
+            self.policy.load(weights)
+        if self.policy.version < 0:
+            raise RuntimeError(f"actor {self.actor_id}: sample() before any weights were loaded")
+        t_len, b = self.segment_length, self.num_envs
+        obs = np.empty((t_len + 1, b, *self.obs_shape), dtype=self.obs_dtype)
+        actions = np.empty((t_len, b), dtype=np.int64)
+        logp = np.empty((t_len, b), dtype=np.float32)
+        rewards = np.empty((t_len, b), dtype=np.float32)
+        terminated = np.empty((t_len, b), dtype=bool)
+        truncated = np.empty((t_len, b), dtype=bool)
+        valid = np.ones((t_len, b), dtype=bool)
+        final_obs, final_index, ep_returns, ep_lengths = [], [], [], []
+
+        for t in range(t_len):
+            obs[t] = self.obs
+            actions[t], logp[t] = self.policy.act(obs[t])
+            next_obs, reward, term, trunc, info = self.env.step(actions[t])
+            rewards[t], terminated[t], truncated[t] = reward, term, trunc
+            if self.next_step_reset:
+                valid[t] = ~self.resetting
+            self.episode_return += rewards[t]
+            self.episode_length += valid[t]
+            done = terminated[t] | truncated[t]
+            if done.any():
+                for i in np.flatnonzero(done):
+                    ep_returns.append(self.episode_return[i])
+                    ep_lengths.append(self.episode_length[i])
+                    if truncated[t, i] and not terminated[t, i]:
+                        last = next_obs[i] if self.next_step_reset else info["final_obs"][i]
+                        final_obs.append(np.asarray(last, dtype=self.obs_dtype))
+                        final_index.append(t * b + i)
+                self.episode_return[done] = 0.0
+                self.episode_length[done] = 0
+            if self.next_step_reset:
+                self.resetting = done
+            self.obs = np.asarray(next_obs, dtype=self.obs_dtype)
+        obs[t_len] = self.obs
+
+        return Segment(
+            obs=obs,
+            actions=actions,
+            rewards=rewards,
+            terminated=terminated,
+            truncated=truncated,
+            valid=valid,
+            behaviour_logp=logp,
+            final_obs=(
+                np.stack(final_obs)
+                if final_obs
+                else np.empty((0, *self.obs_shape), dtype=self.obs_dtype)
+            ),
+            final_index=np.asarray(final_index, dtype=np.int64),
+            episode_returns=np.asarray(ep_returns, dtype=np.float32),
+            episode_lengths=np.asarray(ep_lengths, dtype=np.int64),
+            policy_version=self.policy.version,
+            actor_id=self.actor_id,
+        )
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,114 @@
+"""Frozen, validated configuration of the model and the learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A configuration value out of range; the message names the field and what is allowed."""
+
+
+def require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    """Raise `ConfigError` naming `name`, its `value` and what is `allowed` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Actor-critic network shape."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the MLP torso's hidden layers."""
+    shared_trunk: bool = False
+    """One torso for policy and value (True) or a separate torso for each (False)."""
+    activation: Literal["tanh", "relu"] = "tanh"
+
+    def __post_init__(self) -> None:
+        sizes = self.hidden_sizes
+        require(
+            len(sizes) >= 1 and all(isinstance(h, int) and h >= 1 for h in sizes),
+            "learner.model.hidden_sizes",
+            sizes,
+            "a non-empty list of positive integers",
+        )
+        require(
+            self.activation in ("tanh", "relu"),
+            "learner.model.activation",
+            self.activation,
+            "one of 'tanh', 'relu'",
+        )
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """The A2C update: targets, loss weights, optimiser and where it runs."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 gives plain n-step returns."""
+    value_coef: float = 0.5
+    """Weight of the value loss in the total loss."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (subtracted from the total loss)."""
+    normalize_advantages: bool = False
+    """Standardise advantages over each update's batch."""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    lr: float = 7e-4
+    """Learning rate."""
+    optimizer_eps: float = 1e-5
+    """Epsilon of RMSprop/Adam."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop smoothing constant."""
+    max_grad_norm: float = 0.5
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    device: str = "auto"
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    num_threads: int = 0
+    """Torch threads for the update on CPU; 0 uses every core of the learner's node."""
+    num_cpus: float = 1.0
+    """CPUs the learner actor reserves in Ray."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.gamma <= 1.0, "learner.gamma", self.gamma, "a number in (0, 1]")
+        require(
+            0.0 <= self.gae_lambda <= 1.0,
+            "learner.gae_lambda",
+            self.gae_lambda,
+            "a number in [0, 1]",
+        )
+        require(self.value_coef >= 0, "learner.value_coef", self.value_coef, "a number >= 0")
+        require(self.entropy_coef >= 0, "learner.entropy_coef", self.entropy_coef, "a number >= 0")
+        require(
+            self.optimizer in ("rmsprop", "adam"),
+            "learner.optimizer",
+            self.optimizer,
+            "one of 'rmsprop', 'adam'",
+        )
+        require(0 < self.lr < 1, "learner.lr", self.lr, "a number in (0, 1), e.g. 7e-4")
+        require(self.optimizer_eps > 0, "learner.optimizer_eps", self.optimizer_eps, "a number > 0")
+        require(
+            0 < self.rmsprop_alpha < 1,
+            "learner.rmsprop_alpha",
+            self.rmsprop_alpha,
+            "a number in (0, 1)",
+        )
+        require(
+            self.max_grad_norm >= 0,
+            "learner.max_grad_norm",
+            self.max_grad_norm,
+            "a number >= 0 (0 disables clipping)",
+        )
+        dev = self.device
+        require(
+            dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+            "learner.device",
+            dev,
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        )
+        require(self.num_threads >= 0, "learner.num_threads", self.num_threads, "an integer >= 0")
+        require(self.num_cpus >= 0, "learner.num_cpus", self.num_cpus, "a number >= 0")

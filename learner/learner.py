@@ -1,0 +1,195 @@
+"""The A2C learner: turns segments into one gradient step and a new weights version."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from learner import metrics as M
+from learner.config import LearnerConfig
+from learner.core import PolicyWeights, Segment, SegmentError
+from learner.losses import a2c_loss, total_loss
+from learner.model import build_model, state_to_numpy
+from learner.returns import gae_advantages, nstep_returns
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when this process sees a GPU, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"learner.device={name!r} but this process sees no CUDA device; "
+            "use 'auto' or 'cpu', or run the learner on a GPU node"
+        )
+    return device
+
+
+class Learner:
+    """Plain-Python A2C learner; `learner.remote` wraps it as a Ray actor.
+
+    `update` takes one batch of segments (all the same length), computes bootstrapped targets
+    with the current critic, takes one optimiser step and bumps the policy version. A
+    non-finite loss or gradient skips the step and is counted, so one bad batch cannot poison
+    the weights.
+    """
+
+    def __init__(
+        self,
+        config: LearnerConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        seed: int = 0,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            # Ray caps OMP threads at the actor's CPU reservation; the update is the only
+            # work on the node while actors wait, so by default it takes every core.
+            torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+        torch.manual_seed(seed)
+        self.model = build_model(config.model, observation_space, action_space).to(self.device)
+        params = self.model.parameters()
+        if config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.optimizer_eps)
+        else:
+            self.optimizer = torch.optim.RMSprop(
+                params, lr=config.lr, alpha=config.rmsprop_alpha, eps=config.optimizer_eps
+            )
+        self.version = 0
+        self.skipped_updates = 0
+        self._weights: PolicyWeights | None = None
+
+    def get_weights(self) -> PolicyWeights:
+        """The current weights; copied off the device once per version."""
+        if self._weights is None or self._weights.version != self.version:
+            self._weights = PolicyWeights(self.version, state_to_numpy(self.model))
+        return self._weights
+
+    def update(self, segments: Sequence[Segment]) -> dict:
+        """One A2C step on the concatenation of `segments` along the batch axis.
+
+        Returns scalar statistics keyed by `learner.metrics` names, plus
+        `rollout/episode_return` as the list of episode returns completed in the batch.
+        """
+        start = time.perf_counter()
+        batch = _Batch.collate(segments, self.device)
+        cfg = self.config
+        t, n = batch.rewards.shape
+
+        logits, values = self.model(batch.obs.reshape((t + 1) * n, *batch.obs.shape[2:]))
+        logits = logits.reshape(t + 1, n, -1)[:t]
+        values = values.reshape(t + 1, n)
+        with torch.no_grad():
+            final_values = torch.zeros_like(batch.rewards)
+            if batch.final_index.numel():
+                final_values.view(-1)[batch.final_index] = self.model.value(batch.final_obs)
+            args = (batch.rewards, values.detach(), batch.terminated, batch.truncated, final_values)
+            if cfg.gae_lambda == 1.0:
+                returns = nstep_returns(*args, gamma=cfg.gamma)
+                advantages = returns - values[:-1].detach()
+            else:
+                advantages, returns = gae_advantages(*args, gamma=cfg.gamma, lam=cfg.gae_lambda)
+
+        logits, values = logits.reshape(t * n, -1), values[:-1].reshape(t * n)
+        actions, advantages, returns = (
+            batch.actions.reshape(-1),
+            advantages.reshape(-1),
+            returns.reshape(-1),
+        )
+        if batch.valid is not None:  # drop the reset steps of NEXT_STEP vector envs
+            keep = batch.valid.reshape(-1)
+            logits, values, actions, advantages, returns = (
+                x[keep] for x in (logits, values, actions, advantages, returns)
+            )
+        if cfg.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        loss = a2c_loss(logits, actions, values, advantages, returns)
+        total = total_loss(loss, cfg.value_coef, cfg.entropy_coef)
+        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = torch.tensor(float("nan"))
+        if torch.isfinite(total):
+            total.backward()
+            clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+            self.version += 1
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_updates += 1
+
+        returns_done = [float(r) for s in segments for r in s.episode_returns]
+        lengths_done = [int(x) for s in segments for x in s.episode_lengths]
+        return {
+            M.LOSS_POLICY: loss.policy_loss.item(),
+            M.LOSS_VALUE: loss.value_loss.item(),
+            M.LOSS_ENTROPY: -cfg.entropy_coef * loss.entropy_loss.item(),
+            M.LOSS_TOTAL: total.item(),
+            M.ENTROPY: loss.entropy_loss.item(),
+            M.GRAD_NORM: grad_norm.item(),
+            M.ADVANTAGE_MEAN: advantages.mean().item(),
+            M.VALUE_MEAN: values.mean().item(),
+            M.POLICY_VERSION: self.version,
+            M.SKIPPED_UPDATES: self.skipped_updates,
+            M.UPDATE_TIME: time.perf_counter() - start,
+            M.BATCH_FRAMES: t * n,
+            M.EPISODE_RETURN: returns_done,
+            M.EPISODE_LENGTH: lengths_done,
+        }
+
+    def state_dict(self) -> dict:
+        """Model weights (CPU tensors) and version, for saving the final model."""
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return {"model": state, "version": self.version}
+
+
+class _Batch:
+    """Segments concatenated along the batch axis, as tensors on the learner's device."""
+
+    def __init__(self, **tensors) -> None:
+        self.__dict__.update(tensors)
+
+    @classmethod
+    def collate(cls, segments: Sequence[Segment], device: torch.device) -> _Batch:
+        if not segments:
+            raise ValueError("update needs at least one segment")
+        lengths = {s.length for s in segments}
+        if len(lengths) != 1:
+            raise SegmentError(
+                f"segments in one update must share T, got lengths {sorted(lengths)}"
+            )
+        for s in segments:
+            s.validate()
+        t = segments[0].length
+        n = sum(s.num_envs for s in segments)
+        index, offset = [], 0
+        for s in segments:  # re-index flat (t, b) positions into the concatenated batch
+            idx = s.final_index
+            index.append((idx // s.num_envs) * n + offset + idx % s.num_envs)
+            offset += s.num_envs
+
+        def cat(name: str, axis: int = 1) -> torch.Tensor:
+            arrays = [getattr(s, name) for s in segments]
+            joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
+            return torch.from_numpy(np.ascontiguousarray(joined)).to(device)
+
+        valid = np.concatenate([s.valid for s in segments], axis=1)
+        return cls(
+            obs=cat("obs"),
+            actions=cat("actions"),
+            rewards=cat("rewards"),
+            terminated=cat("terminated"),
+            truncated=cat("truncated"),
+            valid=None if valid.all() else torch.from_numpy(valid).to(device),
+            final_obs=cat("final_obs", axis=0),
+            final_index=torch.from_numpy(np.concatenate(index)).to(device),
+            length=t,
+        )

@@ -1,0 +1,51 @@
+"""The learner as a Ray actor: a thin wrapper, so the logic stays testable without Ray."""
+
+from __future__ import annotations
+
+import ray
+
+from learner.config import LearnerConfig
+from learner.core import PolicyWeights, Segment
+from learner.learner import Learner
+
+
+class LearnerActor:
+    """Ray-facing surface of `Learner`. Segments arrive as top-level arguments so Ray resolves
+    their ObjectRefs; `update` returns (stats, weights) as two objects so the driver can hand
+    the weights' ref to every actor without fetching them."""
+
+    def __init__(self, config: LearnerConfig, observation_space, action_space, seed: int) -> None:
+        self.learner = Learner(config, observation_space, action_space, seed)
+
+    def get_weights(self) -> PolicyWeights:
+        return self.learner.get_weights()
+
+    def update(self, *segments: Segment) -> tuple[dict, PolicyWeights]:
+        stats = self.learner.update(segments)
+        return stats, self.learner.get_weights()
+
+    def state_dict(self) -> dict:
+        return self.learner.state_dict()
+
+    def device(self) -> str:
+        return str(self.learner.device)
+
+
+def gpus_for(config: LearnerConfig) -> float:
+    """GPUs the learner actor asks Ray for: one when the device needs or may use CUDA and the
+    cluster has one ('auto'), none otherwise."""
+    if config.device == "cpu":
+        return 0.0
+    if config.device == "auto":
+        return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    return 1.0
+
+
+def spawn_learner(
+    config: LearnerConfig, observation_space, action_space, seed: int, name: str | None = None
+):
+    """Start the learner actor with the resources its config asks for."""
+    cls = ray.remote(max_restarts=0)(LearnerActor)
+    return cls.options(name=name, num_cpus=config.num_cpus, num_gpus=gpus_for(config)).remote(
+        config, observation_space, action_space, seed
+    )

@@ -1,0 +1,1 @@
+"""Services: run configuration, the training loop, the run directory and the CLI."""

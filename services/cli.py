@@ -1,0 +1,147 @@
+"""`troupe`: train and evaluate A2C agents."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from learner import metrics as M
+from learner.config import ConfigError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from services.config import load_config
+
+    # Validate before the heavy imports (torch, Ray): a typo answers in well under a second.
+    config = load_config(args.config, args.set or ())
+
+    from services.cluster import ray_connection
+    from services.rundir import RunDir
+    from services.trainer import SyncA2C, check_run
+
+    try:
+        check_run(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    run_dir = RunDir.create(config.train.run_root, config.name)
+    print(f"troupe: run directory {run_dir.path}", flush=True)
+    on_update = _Progress(config.train.total_frames) if not args.no_progress else None
+    try:
+        with ray_connection(config, args.address):
+            result = SyncA2C(config, run_dir, on_update).run()
+    finally:
+        if on_update is not None:
+            on_update.close()
+    verdict = ""
+    if config.train.target_return is not None:
+        verdict = " (solved)" if result.solved else " (target not reached)"
+    print(
+        f"troupe: {result.frames:,} frames, {result.updates} updates in "
+        f"{result.wall_time_s:.1f}s ({result.frames / result.wall_time_s:,.0f} frames/s); "
+        f"eval return {result.eval_return:.1f}{verdict}\n"
+        f"troupe: model saved to {result.run_dir / 'model.pt'}"
+    )
+    return 0
+
+
+class _Progress:
+    """A live tqdm bar on a terminal; elsewhere (logs, CI) a plain line every 10 seconds."""
+
+    def __init__(self, total_frames: int) -> None:
+        self.bar = None
+        self.last_line = time.monotonic()
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_frames, unit="frame", unit_scale=True, smoothing=0.1)
+
+    def __call__(self, record: dict) -> None:
+        ret = record[M.EPISODE_RETURN]
+        post = {"fps": f"{record[M.FPS]:,.0f}", "return": "-" if ret is None else f"{ret:.1f}"}
+        if M.EVAL_RETURN in record:
+            post["eval"] = f"{record[M.EVAL_RETURN]:.1f}"
+        if self.bar is not None:
+            self.bar.update(min(record[M.FRAMES], self.bar.total) - self.bar.n)
+            self.bar.set_postfix(post, refresh=False)
+        elif time.monotonic() - self.last_line >= 10 or M.EVAL_RETURN in record:
+            self.last_line = time.monotonic()
+            fields = " ".join(f"{k}={v}" for k, v in post.items())
+            print(f"troupe: frames={record[M.FRAMES]:,} {fields}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from actors.evaluate import evaluate
+    from services.rundir import RunDir
+
+    run = RunDir(args.run_dir)
+    config = run.load_config()
+    weights = run.load_model()
+    returns = evaluate(
+        config.env,
+        config.learner.model,
+        weights,
+        args.episodes,
+        seed=args.seed,
+        deterministic=not args.stochastic,
+    )
+    print(
+        f"mean return {np.mean(returns):.2f} +/- {np.std(returns):.2f} over {args.episodes} "
+        f"episodes (policy version {weights.version}, {config.env.id})"
+    )
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="troupe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent (on a local Ray unless --address)")
+    train.add_argument("--config", help="run config YAML (default: built-in CartPole defaults)")
+    train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, repeatable"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a finished run's model")
+    ev.add_argument("run_dir", help="run directory written by `troupe train`")
+    ev.add_argument("--episodes", type=_positive, default=20)
+    ev.add_argument("--seed", type=int, default=2024)
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    ev.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"troupe: config error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"troupe: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("troupe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

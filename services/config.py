@@ -1,0 +1,203 @@
+"""The run configuration: one YAML file, frozen dataclasses, CLI overrides.
+
+`load_config("configs/cartpole.yaml", ["learner.lr=1e-3"])` reads the file, applies the
+overrides, checks every key against the dataclasses (unknown keys get a did-you-mean), converts
+and type-checks values, and lets each component validate its own ranges. Every failure is a
+`ConfigError` whose message names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dacite
+import yaml
+
+from actors.config import ActorConfig, EnvConfig
+from learner.config import ConfigError, LearnerConfig, require
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """When training stops and how progress is judged."""
+
+    total_frames: int = 2_000_000
+    """Stop after this many environment frames."""
+    target_return: float | None = None
+    """Stop once an evaluation's mean return reaches this (None: train to total_frames)."""
+    eval_episodes: int = 20
+    """Episodes per evaluation."""
+    eval_interval_s: float = 2.0
+    """Evaluate the newest policy at most this often while training (seconds); 0 disables."""
+    deterministic_eval: bool = True
+    """Evaluate the most probable action rather than a sample."""
+    return_window: int = 100
+    """Recent training episodes averaged into `rollout/episode_return`."""
+    run_root: str = "runs"
+    """Folder under which each run gets its own directory."""
+
+    def __post_init__(self) -> None:
+        require(self.total_frames >= 1, "train.total_frames", self.total_frames, "an integer >= 1")
+        require(
+            self.target_return is None or math.isfinite(self.target_return),
+            "train.target_return",
+            self.target_return,
+            "a finite number or null",
+        )
+        require(
+            self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes, "an integer >= 1"
+        )
+        require(
+            self.eval_interval_s >= 0,
+            "train.eval_interval_s",
+            self.eval_interval_s,
+            "a number of seconds >= 0",
+        )
+        require(
+            self.return_window >= 1, "train.return_window", self.return_window, "an integer >= 1"
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs."""
+
+    name: str = "run"
+    """Run name; the run directory is named after it."""
+    seed: int = 0
+    """Seeds the learner's initialisation and every actor's envs and sampling."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    actors: ActorConfig = field(default_factory=ActorConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
+            "name",
+            self.name,
+            "letters, digits, '-' and '_'",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read a run config from YAML (defaults when `path` is None) and apply `k=v` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{path} must hold a mapping of config sections, got {type(data).__name__}"
+            )
+    for item in overrides:
+        _apply_override(data, item)
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a `RunConfig` from plain data."""
+    _check_keys(RunConfig, data, "")
+    try:
+        return dacite.from_dict(
+            RunConfig,
+            data,
+            config=dacite.Config(
+                strict=True,
+                cast=[tuple],
+                type_hooks={float: _to_float, int: _to_int},
+            ),
+        )
+    except dacite.WrongTypeError as err:
+        raise ConfigError(
+            f"{err.field_path}={err.value!r} is invalid: expected {_type_name(err.field_type)}"
+        ) from None
+    except dacite.DaciteError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. learner.lr=1e-3")
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
+
+
+def _check_keys(cls: type, data: Any, prefix: str) -> None:
+    """Reject unknown keys, at any depth, with the closest known names."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = (
+                f"; did you mean {prefix}{close[0]}?" if close else f"; known: {', '.join(names)}"
+            )
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        if dataclasses.is_dataclass(hints[key]) and value is not None:
+            _check_keys(hints[key], value, f"{prefix}{key}.")
+
+
+def _to_float(value: Any) -> Any:
+    # YAML 1.1 reads `1e-3` as a string; accept numeric strings and ints, leave the rest for
+    # the type check to reject (booleans included).
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _to_int(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str | float):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,85 @@
+"""A run directory: resolved config, one metrics line per update, the final model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from learner.core import PolicyWeights
+from services.config import RunConfig, from_dict
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+MODEL_FILE = "model.pt"
+SUMMARY_FILE = "summary.json"
+
+
+class RunDir:
+    """Files of one run. Metrics are appended and flushed line by line, so a run that dies
+    keeps every update it logged."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._metrics = None
+
+    @classmethod
+    def create(cls, root: str | Path, name: str) -> RunDir:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            path = root / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create a run directory under {root}")
+
+    def write_config(self, config: RunConfig) -> None:
+        text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+        (self.path / CONFIG_FILE).write_text(text)
+
+    def load_config(self) -> RunConfig:
+        file = self.path / CONFIG_FILE
+        if not file.is_file():
+            raise FileNotFoundError(f"{self.path} is not a run directory: no {CONFIG_FILE}")
+        return from_dict(yaml.safe_load(file.read_text()))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self._metrics is None:
+            self._metrics = open(self.path / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
+        self._metrics.write(json.dumps(record, allow_nan=False) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        file = self.path / METRICS_FILE
+        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+    def save_model(self, weights: PolicyWeights, frames: int) -> None:
+        state = {k: torch.from_numpy(np.array(v)) for k, v in weights.params.items()}
+        payload = {"params": state, "version": weights.version, "frames": frames}
+        tmp = self.path / (MODEL_FILE + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(self.path / MODEL_FILE)
+
+    def load_model(self) -> PolicyWeights:
+        file = self.path / MODEL_FILE
+        if not file.is_file():
+            raise FileNotFoundError(f"{self.path} has no {MODEL_FILE}: did the run finish?")
+        payload = torch.load(file, weights_only=True)
+        params = {k: v.numpy() for k, v in payload["params"].items()}
+        return PolicyWeights(int(payload["version"]), params)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None

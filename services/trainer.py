@@ -1,0 +1,171 @@
+"""Synchronous A2C over Ray: every update takes one segment from each actor, all produced by
+the same policy version, so learning is exactly on-policy."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors.envs import env_spaces
+from actors.evaluate import evaluate
+from actors.remote import spawn_rollout_actors
+from learner import metrics as M
+from learner.core import PolicyWeights
+from learner.model import build_model
+from learner.remote import spawn_learner
+from services.config import RunConfig
+from services.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    frames: int
+    updates: int
+    wall_time_s: float
+    startup_s: float
+    """Seconds until the first update's result: process start-up and the first round."""
+    steady_fps: float
+    """Frames per second after the first update, which is what sampling and learning sustain."""
+    policy_version: int
+    eval_return: float
+    solved: bool
+
+
+def check_run(config: RunConfig):
+    """Fail before anything starts if the env is unknown or its spaces are unsupported.
+
+    Returns the env's (observation space, action space)."""
+    obs_space, act_space = env_spaces(config.env)
+    build_model(config.learner.model, obs_space, act_space)
+    return obs_space, act_space
+
+
+class SyncA2C:
+    """Drives one learner and `actors.num_actors` rollout actors on a connected Ray cluster.
+
+    Data flow per update: each actor's segment goes actor -> object store -> learner as an
+    ObjectRef; the learner returns the new weights as one object, whose ref every actor gets
+    for its next segment. The next round of sampling is queued before the driver reads the
+    update's statistics, so actors start the moment the weights exist. In flight at any time:
+    one segment per actor and one update.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: RunDir,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.on_update = on_update or (lambda record: None)
+
+    def run(self) -> TrainResult:
+        cfg = self.config
+        obs_space, act_space = check_run(cfg)
+        self.run_dir.write_config(cfg)
+        learner = spawn_learner(cfg.learner, obs_space, act_space, cfg.seed)
+        actors = spawn_rollout_actors(
+            cfg.env, cfg.actors, cfg.learner.model, cfg.seed, range(cfg.actors.num_actors)
+        )
+        try:
+            return self._loop(learner, actors)
+        finally:
+            self.run_dir.close()
+            for handle in [*actors, learner]:
+                ray.kill(handle)
+
+    def _loop(self, learner, actors) -> TrainResult:
+        train = self.config.train
+        weights_ref = learner.get_weights.remote()
+        segments = [actor.sample.remote(weights_ref) for actor in actors]
+        window: deque[float] = deque(maxlen=train.return_window)
+        start = last_eval = time.perf_counter()
+        frames = updates = episodes = 0
+        startup_s, startup_frames = 0.0, 0
+        eval_return, solved = float("nan"), False
+        while True:
+            stats_ref, weights_ref = learner.update.options(num_returns=2).remote(*segments)
+            segments = [actor.sample.remote(weights_ref) for actor in actors]
+            stats = ray.get(stats_ref)
+            frames += stats[M.BATCH_FRAMES]
+            updates += 1
+            episodes += len(stats[M.EPISODE_RETURN])
+            window.extend(stats[M.EPISODE_RETURN])
+            now = time.perf_counter()
+            if updates == 1:
+                startup_s, startup_frames = now - start, frames
+            record = {
+                "update": updates,
+                M.FRAMES: frames,
+                M.WALL_TIME: round(now - start, 4),
+                M.FPS: frames / (now - start),
+                **{k: v for k, v in stats.items() if not isinstance(v, list)},
+                M.EPISODES: episodes,
+                M.EPISODE_RETURN: float(np.mean(window)) if window else None,
+            }
+            if self._should_eval(window, now - last_eval, stats):
+                eval_return = self._evaluate(ray.get(weights_ref))
+                last_eval = time.perf_counter()
+                record[M.EVAL_RETURN] = eval_return
+                solved = train.target_return is not None and eval_return >= train.target_return
+            self.run_dir.log(record)
+            self.on_update(record)
+            if solved or frames >= train.total_frames:
+                break
+
+        final = ray.get(weights_ref)
+        if M.EVAL_RETURN not in record:
+            eval_return = self._evaluate(final)
+            solved = train.target_return is not None and eval_return >= train.target_return
+        self.run_dir.save_model(final, frames)
+        wall = time.perf_counter() - start
+        steady = (frames - startup_frames) / max(wall - startup_s, 1e-9) if updates > 1 else 0.0
+        result = TrainResult(
+            run_dir=self.run_dir.path,
+            frames=frames,
+            updates=updates,
+            wall_time_s=wall,
+            startup_s=startup_s,
+            steady_fps=steady,
+            policy_version=final.version,
+            eval_return=eval_return,
+            solved=solved,
+        )
+        self.run_dir.write_summary(
+            {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+        )
+        return result
+
+    def _should_eval(self, window: deque, since_eval: float, stats: dict) -> bool:
+        """Evaluate on the interval, and as soon as training returns reach the target (the
+        greedy policy is then likely to have solved it)."""
+        train = self.config.train
+        if train.eval_interval_s > 0 and since_eval >= train.eval_interval_s:
+            return True
+        return (
+            train.target_return is not None
+            and bool(stats[M.EPISODE_RETURN])
+            and len(window) >= min(train.eval_episodes, train.return_window)
+            and float(np.mean(window)) >= train.target_return
+        )
+
+    def _evaluate(self, weights: PolicyWeights) -> float:
+        train = self.config.train
+        returns = evaluate(
+            self.config.env,
+            self.config.learner.model,
+            weights,
+            train.eval_episodes,
+            seed=self.config.seed + 1_000_003,
+            deterministic=train.deterministic_eval,
+        )
+        return float(np.mean(returns))

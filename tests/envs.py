@@ -1,0 +1,41 @@
+"""Tiny deterministic envs whose observations reveal exactly where each episode stands."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class CountingEnv(gym.Env):
+    """obs = [step within episode, episode number]; reward = 1 per step.
+
+    Terminates after `terminate_at` steps when set; `max_episode_steps` in the registration
+    truncates it. Episode numbers let a test tell a reset observation from a final one.
+    """
+
+    observation_space = gym.spaces.Box(-1e6, 1e6, shape=(2,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, terminate_at: int | None = None) -> None:
+        self.terminate_at = terminate_at
+        self.t = 0
+        self.episode = -1
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.t, self.episode], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.episode += 1
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return self._obs(), 1.0, terminated, False, {}
+
+
+COUNTING_ID = "troupe-test/Counting-v0"
+if COUNTING_ID not in gym.registry:
+    gym.register(COUNTING_ID, entry_point="tests.envs:CountingEnv", max_episode_steps=5)

@@ -1,0 +1,130 @@
+"""`troupe train` and `troupe eval` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+TIMEOUT = 300
+
+
+def _run(cmd, env, **kw):
+    return subprocess.run(
+        cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, **kw
+    )
+
+
+def _run_dir(stdout: str) -> Path:
+    match = re.search(r"run directory (\S+)", stdout)
+    assert match, stdout
+    return Path(match.group(1))
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--set", "learner.lr=abc"], "learner.lr"),
+        (["--set", "actors.num_actors=0"], "actors.num_actors"),
+        (["--set", "env.id=NoSuchEnv-v0"], "env.id"),
+        (["--set", "learner.lrr=1e-3"], "did you mean learner.lr?"),
+        (["--config", "missing.yaml"], "missing.yaml"),
+    ],
+)
+def test_bad_config_exits_nonzero_naming_the_field(args, field, troupe_cmd, cli_env, tmp_path):
+    proc = _run([*troupe_cmd, "train", *args, "--set", f"train.run_root={tmp_path}"], cli_env)
+    assert proc.returncode == 2
+    assert field in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing started, no run directory
+
+
+def test_eval_of_a_missing_run_is_a_clear_error(troupe_cmd, cli_env, tmp_path):
+    proc = _run([*troupe_cmd, "eval", str(tmp_path)], cli_env)
+    assert proc.returncode == 2 and "not a run directory" in proc.stderr
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "troupe"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_train_on_embedded_ray_then_eval(troupe_cmd, cli_env, tmp_path):
+    """No address: `troupe train` starts its own local Ray, trains briefly, stops it."""
+    proc = _run(
+        [
+            *troupe_cmd,
+            "train",
+            "--no-progress",
+            "--set",
+            "train.total_frames=2000",
+            "--set",
+            "actors.envs_per_actor=8",
+            "--set",
+            f"train.run_root={tmp_path}",
+        ],
+        cli_env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = _run_dir(proc.stdout)
+    assert {p.name for p in run.iterdir()} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "model.pt",
+        "summary.json",
+    }
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["perf/frames"] >= 2000
+    required = {
+        "perf/fps",
+        "loss/policy",
+        "loss/value",
+        "loss/entropy",
+        "policy/entropy",
+        "policy/grad_norm",
+        "rollout/episode_return",
+        "policy/version",
+    }
+    assert all(required <= line.keys() for line in lines)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["frames"] == lines[-1]["perf/frames"]
+
+    ev = _run([*troupe_cmd, "eval", str(run), "--episodes", "3"], cli_env)
+    assert ev.returncode == 0, ev.stderr
+    assert re.search(r"mean return [\d.]+ \+/- [\d.]+ over 3 episodes", ev.stdout)
+
+
+@pytest.mark.slow
+def test_cartpole_config_is_solved(ray_cluster, troupe_cmd, cli_env, tmp_path):
+    """The learning test: the shipped config reaches a mean return >= 475 over 20 fresh
+    evaluation episodes (seeds the training loop never evaluated)."""
+    proc = _run(
+        [
+            *troupe_cmd,
+            "train",
+            "--config",
+            "configs/cartpole.yaml",
+            "--address",
+            ray_cluster,
+            "--no-progress",
+            "--set",
+            f"train.run_root={tmp_path}",
+        ],
+        cli_env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "(solved)" in proc.stdout, proc.stdout
+    ev = _run(
+        [*troupe_cmd, "eval", str(_run_dir(proc.stdout)), "--episodes", "20", "--seed", "777"],
+        cli_env,
+    )
+    assert ev.returncode == 0, ev.stderr
+    mean = float(re.search(r"mean return ([\d.]+)", ev.stdout).group(1))
+    assert mean >= 475, ev.stdout

@@ -1,0 +1,127 @@
+"""The learner without Ray: updates, versions, masking, and non-finite protection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from actors.config import ActorConfig, EnvConfig
+from actors.envs import env_spaces
+from actors.rollout import RolloutWorker
+from learner import metrics as M
+from learner.config import LearnerConfig, ModelConfig
+from learner.core import SegmentError
+from learner.learner import Learner, _Batch
+from tests.test_segment import make_segment
+
+SPACES = env_spaces(EnvConfig())
+
+
+def _segments(learner, n=2, t=8, b=4, **env):
+    workers = [
+        RolloutWorker(
+            EnvConfig(**env),
+            ActorConfig(envs_per_actor=b, segment_length=t),
+            learner.config.model,
+            i,
+        )
+        for i in range(n)
+    ]
+    weights = learner.get_weights()
+    return [w.sample(weights) for w in workers]
+
+
+def test_update_advances_the_version_and_changes_weights():
+    learner = Learner(LearnerConfig(), *SPACES)
+    before = learner.get_weights()
+    assert learner.get_weights() is before  # copied once per version
+    stats = learner.update(_segments(learner))
+    after = learner.get_weights()
+    assert after.version == stats[M.POLICY_VERSION] == 1
+    assert any(not np.array_equal(before.params[k], after.params[k]) for k in before.params)
+    for key in (M.LOSS_POLICY, M.LOSS_VALUE, M.ENTROPY, M.GRAD_NORM):
+        assert np.isfinite(stats[key])
+    assert stats[M.BATCH_FRAMES] == 2 * 8 * 4
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_repeated_updates_fit_the_value_of_a_fixed_batch(optimizer):
+    learner = Learner(LearnerConfig(optimizer=optimizer, lr=3e-3, gamma=0.9), *SPACES)
+    segments = _segments(learner)
+    first = learner.update(segments)[M.LOSS_VALUE]
+    for _ in range(200):
+        last = learner.update(segments)[M.LOSS_VALUE]
+    assert last < 0.2 * first
+
+
+def test_nonfinite_loss_skips_the_step():
+    learner = Learner(LearnerConfig(), *SPACES)
+    segments = _segments(learner)
+    with torch.no_grad():
+        learner.model.value_head.bias.fill_(float("nan"))
+    stats = learner.update(segments)
+    assert stats[M.SKIPPED_UPDATES] == 1
+    assert stats[M.POLICY_VERSION] == 0
+    assert all(p.grad is None for p in learner.model.parameters())
+
+
+def test_segments_of_different_length_are_rejected():
+    learner = Learner(LearnerConfig(), *SPACES)
+    a = _segments(learner, n=1, t=4)[0]
+    b = _segments(learner, n=1, t=5)[0]
+    with pytest.raises(SegmentError, match="share T"):
+        learner.update([a, b])
+
+
+def test_malformed_segment_is_rejected_naming_the_actor():
+    learner = Learner(LearnerConfig(), *SPACES)
+    seg = _segments(learner, n=1)[0]
+    obs = seg.obs.copy()
+    obs[0, 0, 0] = np.inf
+    with pytest.raises(SegmentError, match="actor 0: obs contains NaN or inf"):
+        learner.update([seg.replace(obs=obs)])
+    assert learner.version == 0
+
+
+def test_collate_reindexes_final_observations():
+    a = make_segment(t=4, b=3, truncate=((1, 2),), terminate=())
+    b = make_segment(t=4, b=2, truncate=((0, 1), (3, 0)), terminate=())
+    batch = _Batch.collate([a, b], torch.device("cpu"))
+    assert batch.obs.shape == (5, 5, 2)
+    # (t=1, b=2) of a stays at column 2; (0, 1) and (3, 0) of b move to columns 4 and 3.
+    assert batch.final_index.tolist() == [1 * 5 + 2, 0 * 5 + 4, 3 * 5 + 3]
+    np.testing.assert_array_equal(
+        batch.final_obs.numpy(), np.concatenate([a.final_obs, b.final_obs])
+    )
+
+
+def test_reset_steps_do_not_affect_the_update():
+    # What happens at NEXT_STEP reset steps (action ignored by the env) must not matter.
+    cfg = LearnerConfig(model=ModelConfig(hidden_sizes=(16,)))
+    env = {"vectorization": "native", "kwargs": {"max_episode_steps": 5}}
+    seg = _segments(Learner(cfg, *SPACES), n=1, t=12, b=4, **env)[0]
+    assert (~seg.valid).any()
+    actions = seg.actions.copy()
+    actions[~seg.valid] = 1 - actions[~seg.valid]
+    results = []
+    for s in (seg, seg.replace(actions=actions)):
+        learner = Learner(cfg, *SPACES, seed=3)
+        learner.update([s])
+        results.append(learner.get_weights().params)
+    for key in results[0]:
+        np.testing.assert_array_equal(results[0][key], results[1][key])
+
+
+def test_unsupported_spaces_are_named():
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match="action space .* is not supported"):
+        Learner(LearnerConfig(), SPACES[0], gym.spaces.Box(-1, 1, (2,)))
+
+
+def test_cuda_device_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error path needs a machine without it")
+    with pytest.raises(RuntimeError, match="learner.device='cuda'"):
+        Learner(LearnerConfig(device="cuda"), *SPACES)
