@@ -28,9 +28,19 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = RunDir.create(config.train.run_root, config.name)
     print(f"troupe: run directory {run_dir.path}", flush=True)
     on_update = _Progress(config.train.total_frames) if not args.no_progress else None
+    import ray
+
     try:
         with ray_connection(config, args.address):
             result = SyncA2C(config, run_dir, on_update).run()
+    except ConnectionError as err:
+        print(f"troupe: cannot reach the Ray cluster: {err}", file=sys.stderr)
+        return 2
+    except ray.exceptions.RayError as err:
+        # An actor or the learner failed; its traceback is in the message. The metrics logged
+        # so far stay in the run directory.
+        print(f"troupe: training failed; metrics so far in {run_dir.path}\n{err}", file=sys.stderr)
+        return 1
     finally:
         if on_update is not None:
             on_update.close()
@@ -38,9 +48,9 @@ def _train(args: argparse.Namespace) -> int:
     if config.train.target_return is not None:
         verdict = " (solved)" if result.solved else " (target not reached)"
     print(
-        f"troupe: {result.frames:,} frames, {result.updates} updates in "
-        f"{result.wall_time_s:.1f}s ({result.frames / result.wall_time_s:,.0f} frames/s); "
-        f"eval return {result.eval_return:.1f}{verdict}\n"
+        f"troupe: {result.frames:,} frames, {result.updates} updates in {result.wall_time_s:.1f}s "
+        f"({result.fps:,.0f} frames/s) after {result.startup_s:.1f}s start-up; learner on "
+        f"{result.learner_device}; eval return {result.eval_return:.1f}{verdict}\n"
         f"troupe: model saved to {result.run_dir / 'model.pt'}"
     )
     return 0

@@ -29,14 +29,18 @@ class TrainResult:
     run_dir: Path
     frames: int
     updates: int
-    wall_time_s: float
     startup_s: float
-    """Seconds until the first update's result: process start-up and the first round."""
-    steady_fps: float
-    """Frames per second after the first update, which is what sampling and learning sustain."""
+    """Seconds from spawning the learner and actors until all were ready (imports, envs)."""
+    wall_time_s: float
+    """Seconds from ready to the end of training, evaluations included."""
+    eval_time_s: float
+    """Of `wall_time_s`, the seconds spent evaluating in the driver."""
+    fps: float
+    """Training frames per second: frames / (wall_time_s - eval_time_s)."""
     policy_version: int
     eval_return: float
     solved: bool
+    learner_device: str
 
 
 def check_run(config: RunConfig):
@@ -72,26 +76,30 @@ class SyncA2C:
         cfg = self.config
         obs_space, act_space = check_run(cfg)
         self.run_dir.write_config(cfg)
+        spawned = time.perf_counter()
         learner = spawn_learner(cfg.learner, obs_space, act_space, cfg.seed)
         actors = spawn_rollout_actors(
             cfg.env, cfg.actors, cfg.learner.model, cfg.seed, range(cfg.actors.num_actors)
         )
         try:
-            return self._loop(learner, actors)
+            # Wait for every process to be up (imports, env construction), so the training
+            # clock measures training and start-up is reported on its own.
+            device = ray.get(learner.device.remote())
+            ray.get([actor.policy_version.remote() for actor in actors])
+            return self._loop(learner, actors, time.perf_counter() - spawned, device)
         finally:
             self.run_dir.close()
             for handle in [*actors, learner]:
                 ray.kill(handle)
 
-    def _loop(self, learner, actors) -> TrainResult:
+    def _loop(self, learner, actors, startup_s: float, device: str) -> TrainResult:
         train = self.config.train
         weights_ref = learner.get_weights.remote()
         segments = [actor.sample.remote(weights_ref) for actor in actors]
         window: deque[float] = deque(maxlen=train.return_window)
         start = last_eval = time.perf_counter()
         frames = updates = episodes = 0
-        startup_s, startup_frames = 0.0, 0
-        eval_return, solved = float("nan"), False
+        eval_s, eval_return, solved = 0.0, float("nan"), False
         while True:
             stats_ref, weights_ref = learner.update.options(num_returns=2).remote(*segments)
             segments = [actor.sample.remote(weights_ref) for actor in actors]
@@ -101,13 +109,11 @@ class SyncA2C:
             episodes += len(stats[M.EPISODE_RETURN])
             window.extend(stats[M.EPISODE_RETURN])
             now = time.perf_counter()
-            if updates == 1:
-                startup_s, startup_frames = now - start, frames
             record = {
                 "update": updates,
                 M.FRAMES: frames,
                 M.WALL_TIME: round(now - start, 4),
-                M.FPS: frames / (now - start),
+                M.FPS: frames / (now - start - eval_s),
                 **{k: v for k, v in stats.items() if not isinstance(v, list)},
                 M.EPISODES: episodes,
                 M.EPISODE_RETURN: float(np.mean(window)) if window else None,
@@ -115,6 +121,7 @@ class SyncA2C:
             if self._should_eval(window, now - last_eval, stats):
                 eval_return = self._evaluate(ray.get(weights_ref))
                 last_eval = time.perf_counter()
+                eval_s += last_eval - now
                 record[M.EVAL_RETURN] = eval_return
                 solved = train.target_return is not None and eval_return >= train.target_return
             self.run_dir.log(record)
@@ -124,21 +131,24 @@ class SyncA2C:
 
         final = ray.get(weights_ref)
         if M.EVAL_RETURN not in record:
+            before = time.perf_counter()
             eval_return = self._evaluate(final)
+            eval_s += time.perf_counter() - before
             solved = train.target_return is not None and eval_return >= train.target_return
         self.run_dir.save_model(final, frames)
         wall = time.perf_counter() - start
-        steady = (frames - startup_frames) / max(wall - startup_s, 1e-9) if updates > 1 else 0.0
         result = TrainResult(
             run_dir=self.run_dir.path,
             frames=frames,
             updates=updates,
-            wall_time_s=wall,
             startup_s=startup_s,
-            steady_fps=steady,
+            wall_time_s=wall,
+            eval_time_s=eval_s,
+            fps=frames / max(wall - eval_s, 1e-9),
             policy_version=final.version,
             eval_return=eval_return,
             solved=solved,
+            learner_device=device,
         )
         self.run_dir.write_summary(
             {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}

@@ -67,3 +67,12 @@ def test_sync_a2c_writes_a_run_directory(ray_cluster, tmp_path):
     assert run.load_config() == config
     # The actors and learner are gone once the run ends.
     assert not [a for a in ray.util.list_named_actors()]
+
+
+def test_learner_asks_for_a_gpu_only_when_it_can_use_one(ray_cluster):
+    from learner.remote import gpus_for
+
+    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    assert gpus_for(LearnerConfig(device="auto")) == (1.0 if has_gpu else 0.0)
+    assert gpus_for(LearnerConfig(device="cpu")) == 0.0
+    assert gpus_for(LearnerConfig(device="cuda")) == 1.0
