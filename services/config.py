@@ -30,7 +30,11 @@ class TrainConfig:
     total_frames: int = 2_000_000
     """Stop after this many environment frames."""
     target_return: float | None = None
-    """Stop once an evaluation's mean return reaches this (None: train to total_frames)."""
+    """Stop once evaluations reach this mean return (None: train to total_frames)."""
+    target_streak: int = 3
+    """Consecutive evaluations, each on fresh episodes, that must reach target_return; after
+    one passes, the next update is evaluated too. More than one guards against stopping on a
+    lucky evaluation."""
     eval_episodes: int = 20
     """Episodes per evaluation."""
     eval_interval_s: float = 2.0
@@ -52,6 +56,9 @@ class TrainConfig:
         )
         require(
             self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes, "an integer >= 1"
+        )
+        require(
+            self.target_streak >= 1, "train.target_streak", self.target_streak, "an integer >= 1"
         )
         require(
             self.eval_interval_s >= 0,

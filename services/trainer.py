@@ -71,6 +71,7 @@ class SyncA2C:
         self.config = config
         self.run_dir = run_dir
         self.on_update = on_update or (lambda record: None)
+        self._evaluations = 0
 
     def run(self) -> TrainResult:
         cfg = self.config
@@ -99,7 +100,8 @@ class SyncA2C:
         window: deque[float] = deque(maxlen=train.return_window)
         start = last_eval = time.perf_counter()
         frames = updates = episodes = 0
-        eval_s, eval_return, solved = 0.0, float("nan"), False
+        eval_s, eval_return, streak = 0.0, float("nan"), 0
+        target = train.target_return
         while True:
             stats_ref, weights_ref = learner.update.options(num_returns=2).remote(*segments)
             segments = [actor.sample.remote(weights_ref) for actor in actors]
@@ -118,15 +120,15 @@ class SyncA2C:
                 M.EPISODES: episodes,
                 M.EPISODE_RETURN: float(np.mean(window)) if window else None,
             }
-            if self._should_eval(window, now - last_eval, stats):
+            if streak or self._should_eval(window, now - last_eval, stats):
                 eval_return = self._evaluate(ray.get(weights_ref))
                 last_eval = time.perf_counter()
                 eval_s += last_eval - now
                 record[M.EVAL_RETURN] = eval_return
-                solved = train.target_return is not None and eval_return >= train.target_return
+                streak = streak + 1 if target is not None and eval_return >= target else 0
             self.run_dir.log(record)
             self.on_update(record)
-            if solved or frames >= train.total_frames:
+            if streak >= train.target_streak or frames >= train.total_frames:
                 break
 
         final = ray.get(weights_ref)
@@ -134,7 +136,8 @@ class SyncA2C:
             before = time.perf_counter()
             eval_return = self._evaluate(final)
             eval_s += time.perf_counter() - before
-            solved = train.target_return is not None and eval_return >= train.target_return
+            streak = streak + 1 if target is not None and eval_return >= target else 0
+        solved = streak >= train.target_streak
         self.run_dir.save_model(final, frames)
         wall = time.perf_counter() - start
         result = TrainResult(
@@ -169,13 +172,16 @@ class SyncA2C:
         )
 
     def _evaluate(self, weights: PolicyWeights) -> float:
+        """Mean return of `eval_episodes` fresh episodes: each evaluation gets its own seeds,
+        so a run cannot stop on start states it happens to handle."""
         train = self.config.train
+        self._evaluations += 1
         returns = evaluate(
             self.config.env,
             self.config.learner.model,
             weights,
             train.eval_episodes,
-            seed=self.config.seed + 1_000_003,
+            seed=self.config.seed * 1_000_003 + 7919 * self._evaluations,
             deterministic=train.deterministic_eval,
         )
         return float(np.mean(returns))
