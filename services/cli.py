@@ -25,16 +25,17 @@ def _train(args: argparse.Namespace) -> int:
         check_run(config)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    run_dir = RunDir.create(config.train.run_root, config.name)
-    print(f"troupe: run directory {run_dir.path}", flush=True)
     on_update = _Progress(config.train.total_frames) if not args.no_progress else None
     import ray
 
+    run_dir = None
     try:
         with ray_connection(config, args.address):
+            run_dir = RunDir.create(config.train.run_root, config.name)
+            print(f"troupe: run directory {run_dir.path}", flush=True)
             result = SyncA2C(config, run_dir, on_update).run()
     except ConnectionError as err:
-        print(f"troupe: cannot reach the Ray cluster: {err}", file=sys.stderr)
+        print(f"troupe: {err}", file=sys.stderr)
         return 2
     except ray.exceptions.RayError as err:
         # An actor or the learner failed; its traceback is in the message. The metrics logged

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,20 @@ import ray
 from services.config import RunConfig
 
 log = logging.getLogger(__name__)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on; ray.init would retry for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return  # 'auto', ray:// and other forms: leave them to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"cannot connect to the Ray cluster at {address!r}: {err.strerror or err}. "
+            "Is `ray start --head` running there, and is the port the GCS port (default 6379)?"
+        ) from None
 
 
 def cpus_needed(config: RunConfig) -> float:
@@ -34,7 +49,15 @@ def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[st
         return
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
-        ray.init(address=address, **kwargs)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+            raise ConnectionError(
+                f"cannot connect to the Ray cluster at {address!r}: {err}. Check the address, "
+                "and that this machine has the cluster's auth token (RAY_AUTH_TOKEN_PATH or "
+                "~/.ray/auth_token)"
+            ) from err
     else:
         cores = os.cpu_count() or 1
         ray.init(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,26 @@ def test_bad_config_exits_nonzero_naming_the_field(args, field, troupe_cmd, cli_
     assert field in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing started, no run directory
+
+
+def test_unreachable_cluster_is_a_clear_error(troupe_cmd, cli_env, tmp_path):
+    with socket.socket() as sock:  # a port that nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = _run(
+        [
+            *troupe_cmd,
+            "train",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--set",
+            f"train.run_root={tmp_path}",
+        ],
+        cli_env,
+    )
+    assert proc.returncode == 2
+    assert f"cannot connect to the Ray cluster at '127.0.0.1:{port}'" in proc.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_eval_of_a_missing_run_is_a_clear_error(troupe_cmd, cli_env, tmp_path):
