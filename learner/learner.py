@@ -145,11 +145,6 @@ class Learner:
             M.EPISODE_LENGTH: lengths_done,
         }
 
-    def state_dict(self) -> dict:
-        """Model weights (CPU tensors) and version, for saving the final model."""
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        return {"model": state, "version": self.version}
-
 
 class _Batch:
     """Segments concatenated along the batch axis, as tensors on the learner's device."""

@@ -24,9 +24,6 @@ class LearnerActor:
         stats = self.learner.update(segments)
         return stats, self.learner.get_weights()
 
-    def state_dict(self) -> dict:
-        return self.learner.state_dict()
-
     def device(self) -> str:
         return str(self.learner.device)
 
@@ -41,11 +38,9 @@ def gpus_for(config: LearnerConfig) -> float:
     return 1.0
 
 
-def spawn_learner(
-    config: LearnerConfig, observation_space, action_space, seed: int, name: str | None = None
-):
+def spawn_learner(config: LearnerConfig, observation_space, action_space, seed: int):
     """Start the learner actor with the resources its config asks for."""
     cls = ray.remote(max_restarts=0)(LearnerActor)
-    return cls.options(name=name, num_cpus=config.num_cpus, num_gpus=gpus_for(config)).remote(
+    return cls.options(num_cpus=config.num_cpus, num_gpus=gpus_for(config)).remote(
         config, observation_space, action_space, seed
     )

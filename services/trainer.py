@@ -112,7 +112,7 @@ class SyncA2C:
             window.extend(stats[M.EPISODE_RETURN])
             now = time.perf_counter()
             record = {
-                "update": updates,
+                M.UPDATES: updates,
                 M.FRAMES: frames,
                 M.WALL_TIME: round(now - start, 4),
                 M.FPS: frames / (now - start - eval_s),
