@@ -27,18 +27,25 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
             f"env.vectorization='native' but {config.id} has no native vectorised "
             "implementation; use 'auto' or 'sync'"
         )
-    if native and config.vectorization != "sync":
-        env = gym.make_vec(
-            config.id, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
-        )
-    else:
-        env = gym.make_vec(
-            config.id,
-            num_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            **config.kwargs,
-        )
+    try:
+        if native and config.vectorization != "sync":
+            env = gym.make_vec(
+                config.id, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
+            )
+        else:
+            env = gym.make_vec(
+                config.id,
+                num_envs,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                **config.kwargs,
+            )
+    except TypeError as err:
+        raise ValueError(
+            f"env.kwargs={config.kwargs!r} are not accepted by {config.id}: {err}"
+        ) from err
+    except gym.error.Error as err:
+        raise ValueError(f"env.id={config.id!r} cannot be created: {err}") from err
     mode = autoreset_mode(env)
     if mode not in SUPPORTED_AUTORESET:
         env.close()

@@ -85,7 +85,9 @@ class RolloutWorker:
                     ep_lengths.append(self.episode_length[i])
                     if truncated[t, i] and not terminated[t, i]:
                         last = next_obs[i] if self.next_step_reset else info["final_obs"][i]
-                        final_obs.append(np.asarray(last, dtype=self.obs_dtype))
+                        final_obs.append(
+                            np.array(last, dtype=self.obs_dtype)
+                        )  # a copy: envs may reuse buffers
                         final_index.append(t * b + i)
                 self.episode_return[done] = 0.0
                 self.episode_length[done] = 0

@@ -108,6 +108,7 @@ class Learner:
             logits, values, actions, advantages, returns = (
                 x[keep] for x in (logits, values, actions, advantages, returns)
             )
+        advantage_mean = advantages.mean().item()
         if cfg.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
@@ -135,7 +136,7 @@ class Learner:
             M.LOSS_TOTAL: total.item(),
             M.ENTROPY: loss.entropy_loss.item(),
             M.GRAD_NORM: grad_norm.item(),
-            M.ADVANTAGE_MEAN: advantages.mean().item(),
+            M.ADVANTAGE_MEAN: advantage_mean,
             M.VALUE_MEAN: values.mean().item(),
             M.POLICY_VERSION: self.version,
             M.SKIPPED_UPDATES: self.skipped_updates,

@@ -40,7 +40,8 @@ def _train(args: argparse.Namespace) -> int:
     except ray.exceptions.RayError as err:
         # An actor or the learner failed; its traceback is in the message. The metrics logged
         # so far stay in the run directory.
-        print(f"troupe: training failed; metrics so far in {run_dir.path}\n{err}", file=sys.stderr)
+        where = f"; metrics so far in {run_dir.path}" if run_dir is not None else ""
+        print(f"troupe: training failed{where}\n{err}", file=sys.stderr)
         return 1
     finally:
         if on_update is not None:
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"troupe: config error: {err}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
+    except OSError as err:  # a missing run directory, an unwritable run root
         print(f"troupe: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

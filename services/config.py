@@ -85,6 +85,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(
             isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
             "name",
@@ -167,8 +168,20 @@ def _check_keys(cls: type, data: Any, prefix: str) -> None:
                 f"; did you mean {prefix}{close[0]}?" if close else f"; known: {', '.join(names)}"
             )
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
-        if dataclasses.is_dataclass(hints[key]) and value is not None:
-            _check_keys(hints[key], value, f"{prefix}{key}.")
+        hint, name = hints[key], f"{prefix}{key}"
+        if dataclasses.is_dataclass(hint) and value is not None:
+            _check_keys(hint, value, f"{name}.")
+        elif typing.get_origin(hint) is tuple and not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}={value!r} is invalid: expected a list, e.g. [64, 64]")
+        elif isinstance(value, bool) and bool not in _flat_types(hint):
+            # bool is an int subclass; `num_actors: true` must not read as 1.
+            raise ConfigError(f"{name}={value!r} is invalid: expected {_type_name(hint)}")
+
+
+def _flat_types(hint: Any) -> tuple:
+    """The plain types a hint admits: `float | None` -> (float, NoneType)."""
+    args = typing.get_args(hint)
+    return args if args and typing.get_origin(hint) is not tuple else (hint,)
 
 
 def _to_float(value: Any) -> Any:

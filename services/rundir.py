@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         if self._metrics is None:
             self._metrics = open(self.path / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
-        self._metrics.write(json.dumps(record, allow_nan=False) + "\n")
+        self._metrics.write(json.dumps(_finite(record), allow_nan=False) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         file = self.path / METRICS_FILE
@@ -83,3 +84,14 @@ class RunDir:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+
+
+def _finite(value: Any) -> Any:
+    """NaN and inf (a skipped update's loss, say) become null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -34,6 +34,7 @@ def _run_dir(stdout: str) -> Path:
         (["--set", "learner.lr=abc"], "learner.lr"),
         (["--set", "actors.num_actors=0"], "actors.num_actors"),
         (["--set", "env.id=NoSuchEnv-v0"], "env.id"),
+        (["--set", "env.kwargs={colour: red}"], "env.kwargs"),
         (["--set", "learner.lrr=1e-3"], "did you mean learner.lr?"),
         (["--config", "missing.yaml"], "missing.yaml"),
     ],

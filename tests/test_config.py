@@ -94,3 +94,17 @@ def test_unreadable_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(listy)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("learner.model.hidden_sizes=64", "expected a list"),
+        ("actors.num_actors=true", "actors.num_actors=True is invalid: expected int"),
+        ("train.total_frames=true", "train.total_frames=True is invalid"),
+        ("seed=-1", "seed=-1 is invalid"),
+    ],
+)
+def test_lists_booleans_and_seeds_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CARTPOLE, [override])

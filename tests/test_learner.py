@@ -66,6 +66,22 @@ def test_nonfinite_loss_skips_the_step():
     assert all(p.grad is None for p in learner.model.parameters())
 
 
+def test_a_batch_of_reset_steps_only_is_skipped_not_fatal():
+    # T=1 with one env: right after an episode ends, the segment is one NEXT_STEP reset step.
+    learner = Learner(LearnerConfig(), *SPACES)
+    seg = _segments(learner, n=1, t=1, b=1)[0]
+    reset_only = seg.replace(
+        valid=np.zeros((1, 1), bool),
+        rewards=np.zeros((1, 1), np.float32),
+        terminated=np.zeros((1, 1), bool),
+        truncated=np.zeros((1, 1), bool),
+        final_obs=seg.final_obs[:0],
+        final_index=seg.final_index[:0],
+    )
+    stats = learner.update([reset_only])
+    assert stats[M.SKIPPED_UPDATES] == 1 and learner.version == 0
+
+
 def test_segments_of_different_length_are_rejected():
     learner = Learner(LearnerConfig(), *SPACES)
     a = _segments(learner, n=1, t=4)[0]
