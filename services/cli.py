@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"troupe: config error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a missing run directory, an unwritable run root
+    except (OSError, ValueError) as err:  # a missing run dir or unreadable model, say
         print(f"troupe: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

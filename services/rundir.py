@@ -73,9 +73,12 @@ class RunDir:
         file = self.path / MODEL_FILE
         if not file.is_file():
             raise FileNotFoundError(f"{self.path} has no {MODEL_FILE}: did the run finish?")
-        payload = torch.load(file, weights_only=True)
-        params = {k: v.numpy() for k, v in payload["params"].items()}
-        return PolicyWeights(int(payload["version"]), params)
+        try:
+            payload = torch.load(file, weights_only=True)
+            params = {k: v.numpy() for k, v in payload["params"].items()}
+            return PolicyWeights(int(payload["version"]), params)
+        except Exception as err:  # torch raises several types for a torn or foreign file
+            raise ValueError(f"{file} is not a readable troupe model: {err}") from None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

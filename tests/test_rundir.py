@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from learner.core import PolicyWeights
 from services.config import load_config
@@ -30,3 +31,10 @@ def test_config_and_model_round_trip(tmp_path):
 
 def test_run_directories_do_not_collide(tmp_path):
     assert RunDir.create(tmp_path, "x").path != RunDir.create(tmp_path, "x").path
+
+
+def test_a_corrupt_model_is_a_clear_error(tmp_path):
+    run = RunDir.create(tmp_path, "bad")
+    (run.path / "model.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="is not a readable troupe model"):
+        run.load_model()
