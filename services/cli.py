@@ -118,6 +118,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="troupe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a finished run's model")
     ev.add_argument("run_dir", help="run directory written by `troupe train`")
     ev.add_argument("--episodes", type=_positive, default=20)
-    ev.add_argument("--seed", type=int, default=2024)
+    ev.add_argument("--seed", type=_non_negative, default=2024)
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
     ev.set_defaults(func=_eval)
     return parser

@@ -72,6 +72,18 @@ def test_eval_of_a_missing_run_is_a_clear_error(troupe_cmd, cli_env, tmp_path):
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seed", "-1"], "argument --seed: must be >= 0"),
+        (["--episodes", "0"], "argument --episodes: must be >= 1"),
+    ],
+)
+def test_eval_flags_are_checked(args, message, troupe_cmd, cli_env, tmp_path):
+    proc = _run([*troupe_cmd, "eval", str(tmp_path), *args], cli_env)
+    assert proc.returncode == 2 and message in proc.stderr
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "troupe"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
