@@ -35,6 +35,11 @@ class EnvConfig:
         )
 
 
+MAX_ACTORS = 4096
+"""Most rollout actors one run may ask for: a typo (`40000`) must not queue thousands of actor
+creations on the cluster."""
+
+
 @dataclass(frozen=True)
 class ActorConfig:
     """How many rollout actors run, how many envs each steps, and the segment they emit."""
@@ -49,7 +54,12 @@ class ActorConfig:
     """CPUs each rollout actor reserves in Ray."""
 
     def __post_init__(self) -> None:
-        require(self.num_actors >= 1, "actors.num_actors", self.num_actors, "an integer >= 1")
+        require(
+            1 <= self.num_actors <= MAX_ACTORS,
+            "actors.num_actors",
+            self.num_actors,
+            f"an integer from 1 to {MAX_ACTORS}",
+        )
         require(
             self.envs_per_actor >= 1,
             "actors.envs_per_actor",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import ray
 import torch
 
@@ -40,7 +42,7 @@ def spawn_rollout_actors(
     actor_config: ActorConfig,
     model_config: ModelConfig,
     seed: int,
-    actor_ids: range,
+    actor_ids: Iterable[int],
 ) -> list:
     """Start one rollout actor per id, each reserving `actors.num_cpus`."""
     cls = ray.remote(max_restarts=0)(RolloutActor).options(num_cpus=actor_config.num_cpus)

@@ -24,3 +24,10 @@ EPISODE_LENGTH = "rollout/episode_length"
 EPISODES = "rollout/episodes"
 
 EVAL_RETURN = "eval/episode_return"
+
+# Run-level figures kept by the driver; in `metrics.jsonl`, `troupe metrics` and the HTTP API.
+ACTORS_LIVE = "actors/live"
+ACTORS_PENDING = "actors/pending"
+ACTORS_TARGET = "actors/target"
+SEGMENTS_DROPPED = "actors/segments_dropped"
+UPTIME = "perf/uptime_s"

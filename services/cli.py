@@ -1,4 +1,4 @@
-"""`troupe`: train and evaluate A2C agents."""
+"""`troupe`: train and evaluate A2C agents, locally or as jobs on a Ray cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 from learner import metrics as M
 from learner.config import ConfigError
+from services.cluster_cli import add_commands
+from services.control import RunNotFound
+from services.jobs import JobNotFound
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -111,6 +114,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from services.plot import plot_run
+
+    out = plot_run(args.run_dir, args.out)
+    print(f"troupe: wrote {out}")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -144,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_non_negative, default=2024)
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
     ev.set_defaults(func=_eval)
+
+    plot = sub.add_parser("plot", help="PNG of a run's learning curve and throughput")
+    plot.add_argument("run_dir", help="run directory")
+    plot.add_argument("--out", help="PNG path (default: RUN_DIR/learning_curve.png)")
+    plot.set_defaults(func=_plot)
+
+    add_commands(sub)
     return parser
 
 
@@ -154,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"troupe: config error: {err}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as err:  # a missing run dir or unreadable model, say
+    except (OSError, ValueError, RunNotFound, JobNotFound) as err:
+        # A missing run dir, an unreadable model, an unknown run or job, no cluster there.
         print(f"troupe: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

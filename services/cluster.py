@@ -47,26 +47,46 @@ def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[st
     if ray.is_initialized():
         yield ray.get_runtime_context().gcs_address
         return
-    kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
-        _check_reachable(address)
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, ray.exceptions.AuthenticationError) as err:
-            raise ConnectionError(
-                f"cannot connect to the Ray cluster at {address!r}: {err}. Check the address, "
-                "and that this machine has the cluster's auth token (RAY_AUTH_TOKEN_PATH or "
-                "~/.ray/auth_token)"
-            ) from err
+        _join(address, log_to_driver=True)
     else:
         cores = os.cpu_count() or 1
         ray.init(
             address="local",
             num_cpus=max(cores, math.ceil(cpus_needed(config))),
             include_dashboard=False,
-            **kwargs,
+            logging_level=logging.WARNING,
         )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def cluster_connection(address: str | None = None) -> Iterator[None]:
+    """Join a running cluster to reach its runs (`troupe scale`, `metrics`, `serve`); never
+    starts one. Default: RAY_ADDRESS, else the cluster running on this machine."""
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if address.startswith(("http://", "https://")):
+        raise ConnectionError(
+            f"{address!r} is a job API address; this command needs the cluster's address "
+            "HOST:6379 (or run it on a cluster node, e.g. `ray exec CLUSTER.yaml '...'`)"
+        )
+    _join(address, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _join(address: str, log_to_driver: bool) -> None:
+    _check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+        raise ConnectionError(
+            f"cannot connect to the Ray cluster at {address!r}: {err}. Check the address, "
+            "and that this machine has the cluster's auth token (RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token)"
+        ) from err

@@ -1,4 +1,5 @@
-"""A run directory: resolved config, one metrics line per update, the final model."""
+"""A run directory: resolved config, one metrics line per update (and TensorBoard events),
+the final model."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 import yaml
 
+from learner import metrics as M
 from learner.core import PolicyWeights
 from services.config import RunConfig, from_dict
 
@@ -28,10 +30,11 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._metrics = None
+        self._events = None
 
     @classmethod
     def create(cls, root: str | Path, name: str) -> RunDir:
-        root = Path(root)
+        root = Path(root).expanduser()
         root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(1000):
@@ -54,9 +57,18 @@ class RunDir:
         return from_dict(yaml.safe_load(file.read_text()))
 
     def log(self, record: dict[str, Any]) -> None:
+        """Append one update's figures to metrics.jsonl, and its numbers to the TensorBoard
+        event file beside it (step: frames)."""
         if self._metrics is None:
             self._metrics = open(self.path / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
+            from tensorboardX import SummaryWriter
+
+            self._events = SummaryWriter(str(self.path), flush_secs=5)
         self._metrics.write(json.dumps(_finite(record), allow_nan=False) + "\n")
+        step = record.get(M.FRAMES, 0)
+        for key, value in record.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self._events.add_scalar(key, value, global_step=step)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         file = self.path / METRICS_FILE
@@ -86,7 +98,8 @@ class RunDir:
     def close(self) -> None:
         if self._metrics is not None:
             self._metrics.close()
-            self._metrics = None
+            self._events.close()
+            self._metrics = self._events = None
 
 
 def _finite(value: Any) -> Any:

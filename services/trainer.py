@@ -3,6 +3,7 @@ the same policy version, so learning is exactly on-policy."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,7 +22,16 @@ from learner.core import PolicyWeights
 from learner.model import build_model
 from learner.remote import spawn_learner
 from services.config import RunConfig
+from services.fleet import ActorFleet
+from services.registry import spawn_control
 from services.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL_S = 0.25
+"""How often the loop reports metrics to its `RunControl` and takes the wanted actor count."""
+STARTUP_GRACE_S = 30.0
+"""At start, how long to wait for every actor before training with those that are up."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +63,14 @@ def check_run(config: RunConfig):
 
 
 class SyncA2C:
-    """Drives one learner and `actors.num_actors` rollout actors on a connected Ray cluster.
+    """Drives one learner and a resizable fleet of rollout actors on a connected Ray cluster.
 
-    Data flow per update: each actor's segment goes actor -> object store -> learner as an
-    ObjectRef; the learner returns the new weights as one object, whose ref every actor gets
-    for its next segment. In flight at any time: one segment per actor, then one update.
+    Data flow per update: each live actor's segment goes actor -> object store -> learner as
+    an ObjectRef; the learner returns the new weights as one object, whose ref every actor
+    gets for its next segment. In flight at any time: one segment per live actor, then one
+    update. The run registers a named `RunControl` actor; between updates the loop reports its
+    metrics there and takes the actor count it should run, so the batch follows the live
+    actor count.
     """
 
     def __init__(
@@ -69,37 +82,52 @@ class SyncA2C:
         self.config = config
         self.run_dir = run_dir
         self.on_update = on_update or (lambda record: None)
+        self.run_id = run_dir.path.name
         self._evaluations = 0
+        self._segments_dropped = 0
 
     def run(self) -> TrainResult:
         cfg = self.config
         obs_space, act_space = check_run(cfg)
         self.run_dir.write_config(cfg)
         spawned = time.perf_counter()
+        control = spawn_control(
+            self.run_id, cfg.name, str(self.run_dir.path.resolve()), cfg.actors.num_actors
+        )
         learner = spawn_learner(cfg.learner, obs_space, act_space, cfg.seed)
-        actors = spawn_rollout_actors(
-            cfg.env, cfg.actors, cfg.learner.model, cfg.seed, range(cfg.actors.num_actors)
+        fleet = ActorFleet(
+            lambda actor_id: spawn_rollout_actors(
+                cfg.env, cfg.actors, cfg.learner.model, cfg.seed, [actor_id]
+            )[0],
+            cfg.actors.num_actors,
         )
         try:
-            # Wait for every process to be up (imports, env construction), so the training
+            # Wait for the processes to be up (imports, env construction), so the training
             # clock measures training and start-up is reported on its own.
             device = ray.get(learner.device.remote())
-            ray.get([actor.policy_version.remote() for actor in actors])
-            return self._loop(learner, actors, time.perf_counter() - spawned, device)
+            _wait_for_actors(fleet)
+            return self._loop(learner, fleet, control, time.perf_counter() - spawned, device)
         finally:
             self.run_dir.close()
-            for handle in [*actors, learner]:
-                ray.kill(handle)
+            fleet.shutdown()
+            ray.kill(learner)
+            ray.kill(control)
 
-    def _loop(self, learner, actors, startup_s: float, device: str) -> TrainResult:
+    def _loop(self, learner, fleet: ActorFleet, control, startup_s: float, device: str):
         train = self.config.train
         weights_ref = learner.get_weights.remote()
         window: deque[float] = deque(maxlen=train.return_window)
-        start = last_eval = time.perf_counter()
+        start = last_eval = last_report = time.perf_counter()
+        report_ref = control.report.remote({}, "running")
         frames = updates = episodes = 0
         eval_s, eval_return, streak = 0.0, float("nan"), 0
         target = train.target_return
         while True:
+            fleet.poll()
+            actors = fleet.handles()
+            if not actors:
+                fleet.poll(timeout_s=1.0)
+                continue
             # Nothing else is in flight while the driver evaluates, so evaluation time can be
             # taken out of the training clock exactly. (Queueing the next round before reading
             # the statistics measured no faster.)
@@ -119,6 +147,10 @@ class SyncA2C:
                 **{k: v for k, v in stats.items() if not isinstance(v, list)},
                 M.EPISODES: episodes,
                 M.EPISODE_RETURN: float(np.mean(window)) if window else None,
+                M.ACTORS_LIVE: len(actors),
+                M.ACTORS_PENDING: fleet.pending,
+                M.ACTORS_TARGET: fleet.size,
+                M.SEGMENTS_DROPPED: self._segments_dropped,
             }
             if streak or self._should_eval(window, now - last_eval, stats):
                 eval_return = self._evaluate(ray.get(weights_ref))
@@ -130,6 +162,15 @@ class SyncA2C:
             self.on_update(record)
             if streak >= train.target_streak or frames >= train.total_frames:
                 break
+            if now - last_report >= REPORT_INTERVAL_S or M.EVAL_RETURN in record:
+                # The previous report answered the wanted actor count long ago; resizing
+                # here, with no segment in flight, never cuts one short.
+                if ray.wait([report_ref], timeout=0)[0]:
+                    wanted = ray.get(report_ref)
+                    if wanted != fleet.size:
+                        fleet.resize(wanted)
+                report_ref = control.report.remote(record)
+                last_report = now
 
         final = ray.get(weights_ref)
         if M.EVAL_RETURN not in record:
@@ -185,3 +226,26 @@ class SyncA2C:
             deterministic=train.deterministic_eval,
         )
         return float(np.mean(returns))
+
+
+def _wait_for_actors(fleet: ActorFleet) -> None:
+    """Wait for every first actor, up to `STARTUP_GRACE_S`; then train with those that are up
+    (the rest stay pending and join when the cluster has room). With none up, keep waiting."""
+    began = last_note = time.monotonic()
+    while fleet.pending:
+        fleet.poll(timeout_s=2.0)
+        waited = time.monotonic() - began
+        if fleet.live and waited >= STARTUP_GRACE_S:
+            log.warning(
+                "%d rollout actors still wait for cluster resources; training with %d",
+                fleet.pending,
+                len(fleet.live),
+            )
+            return
+        if not fleet.live and time.monotonic() - last_note >= STARTUP_GRACE_S:
+            last_note = time.monotonic()
+            log.warning(
+                "no rollout actor has started after %.0fs: the cluster has no free resources "
+                "for one (actors.num_cpus each); waiting",
+                waited,
+            )

@@ -63,7 +63,7 @@ def test_configs_are_frozen():
         ("learner.lr=fast", "learner.lr='fast' is invalid: expected float"),
         ("learner.lr=5", "learner.lr=5.0 is invalid"),
         ("learner.optimizer=sgd", "learner.optimizer='sgd' is invalid: expected one of"),
-        ("actors.num_actors=0", "actors.num_actors=0 is invalid: an integer >= 1"),
+        ("actors.num_actors=0", "actors.num_actors=0 is invalid: an integer from 1 to 4096"),
         ("actors.segment_length=2.5", "actors.segment_length=2.5 is invalid: expected int"),
         ("learner.normalize_advantages=1", "learner.normalize_advantages=1 is invalid"),
         ("learner.gamma=0", "learner.gamma=0.0 is invalid"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import ray
@@ -14,6 +15,16 @@ from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.remote import spawn_learner
 from services.config import load_config
+from services.control import ScaleError
+from services.fleet import ActorFleet
+from services.registry import (
+    RunConflict,
+    find_run,
+    list_runs,
+    resolve_run,
+    scale_run,
+    spawn_control,
+)
 from services.rundir import RunDir
 from services.trainer import SyncA2C
 
@@ -65,8 +76,9 @@ def test_sync_a2c_writes_a_run_directory(ray_cluster, tmp_path):
     assert all(x[M.FPS] > 0 for x in lines)
     assert run.load_model().version == 10
     assert run.load_config() == config
-    # The actors and learner are gone once the run ends.
-    assert not [a for a in ray.util.list_named_actors()]
+    # The actors, the learner and the run's registration are gone once the run ends.
+    assert not ray.util.list_named_actors(all_namespaces=True)
+    assert all(x[M.ACTORS_LIVE] == 2 and x[M.ACTORS_PENDING] == 0 for x in lines)
 
 
 def test_learner_asks_for_a_gpu_only_when_it_can_use_one(ray_cluster):
@@ -76,3 +88,44 @@ def test_learner_asks_for_a_gpu_only_when_it_can_use_one(ray_cluster):
     assert gpus_for(LearnerConfig(device="auto")) == (1.0 if has_gpu else 0.0)
     assert gpus_for(LearnerConfig(device="cpu")) == 0.0
     assert gpus_for(LearnerConfig(device="cuda")) == 1.0
+
+
+class _Idle:
+    def policy_version(self) -> int:
+        return 0
+
+
+def test_fleet_leaves_what_does_not_fit_pending_and_stops_it_first(ray_cluster):
+    # The shared cluster has 4 CPUs: three 1.5-CPU actors cannot all run.
+    spawn = ray.remote(num_cpus=1.5)(_Idle).remote
+    fleet = ActorFleet(lambda actor_id: spawn(), 3)
+    try:
+        started = time.monotonic()
+        while len(fleet.live) < 2 and time.monotonic() - started < 60:
+            fleet.poll(timeout_s=1.0)
+        fleet.poll(timeout_s=1.0)
+        assert (sorted(fleet.live), fleet.pending, fleet.size) == ([0, 1], 1, 3)
+        fleet.resize(2)  # the pending one goes, the live ones stay
+        assert (sorted(fleet.live), fleet.pending) == ([0, 1], 0)
+        fleet.resize(1)  # then the newest live one
+        assert sorted(fleet.live) == [0]
+        fleet.resize(2)  # ids are never reused, so no two actors share seeds
+        fleet.poll(timeout_s=30.0)
+        assert sorted(fleet.live) == [0, 3]
+    finally:
+        fleet.shutdown()
+
+
+def test_a_run_id_is_registered_once_per_cluster(ray_cluster):
+    first = spawn_control("dup-20261123-000000", "dup", "/tmp/x", 2)
+    try:
+        assert resolve_run("dup", list_runs()) == "dup-20261123-000000"
+        with pytest.raises(RunConflict, match="already registered"):
+            spawn_control("dup-20261123-000000", "dup", "/tmp/y", 2)
+        run_id, handle = find_run("dup")
+        assert run_id == "dup-20261123-000000"
+        assert scale_run(handle, 3)["metrics"][M.ACTORS_TARGET] == 3
+        with pytest.raises(ScaleError, match="from 1 to"):
+            scale_run(handle, 0)
+    finally:
+        ray.kill(first)

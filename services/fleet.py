@@ -1,0 +1,72 @@
+"""The rollout actors of a run, resized while it trains.
+
+An actor is *pending* from its creation until it answers (its process, imports and envs are
+up); only then does it sample. A request beyond the cluster's free resources leaves actors
+pending, which costs training nothing: they join when resources appear (an autoscaler adding
+nodes, say). The driver resizes between updates, when no segment is in flight, so a removed
+actor never leaves a partial segment behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+
+class ActorFleet:
+    """Live and pending rollout actors. `spawn(actor_id)` starts one actor; ids are never
+    reused, so each actor's seeds are its own."""
+
+    def __init__(self, spawn: Callable[[int], Any], size: int) -> None:
+        self._spawn = spawn
+        self._next_id = 0
+        self.live: dict[int, Any] = {}
+        self._pending: dict[int, tuple[Any, ray.ObjectRef]] = {}
+        self.resize(size)
+
+    @property
+    def size(self) -> int:
+        return len(self.live) + len(self._pending)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def handles(self) -> list:
+        """Live actors by id: the batch's order does not depend on which came up first."""
+        return [self.live[actor_id] for actor_id in sorted(self.live)]
+
+    def resize(self, size: int) -> None:
+        """Start or stop actors until `size` are live or pending. Stops pending ones first
+        (they hold nothing yet), then the newest live ones."""
+        while self.size < size:
+            actor_id, self._next_id = self._next_id, self._next_id + 1
+            handle = self._spawn(actor_id)
+            self._pending[actor_id] = (handle, handle.policy_version.remote())
+        while self.size > size:
+            if self._pending:
+                handle, _ = self._pending.pop(max(self._pending))
+            else:
+                handle = self.live.pop(max(self.live))
+            ray.kill(handle, no_restart=True)
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Move actors that came up to the live set; waits up to `timeout_s` for all pending.
+        An actor whose start failed (its env raised, say) raises its error here."""
+        if not self._pending:
+            return 0
+        refs = {ref: actor_id for actor_id, (_, ref) in self._pending.items()}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        for ref in ready:
+            ray.get(ref)
+            actor_id = refs[ref]
+            self.live[actor_id] = self._pending.pop(actor_id)[0]
+        return len(ready)
+
+    def shutdown(self) -> None:
+        for handle in [*self.live.values(), *(h for h, _ in self._pending.values())]:
+            ray.kill(handle, no_restart=True)
+        self.live.clear()
+        self._pending.clear()

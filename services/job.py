@@ -1,0 +1,49 @@
+"""A training run as a Ray Job's entrypoint:
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python -m services.job --config configs/cartpole.yaml [--set KEY=VALUE ...]
+
+It joins the cluster the job runs on and trains as `troupe train` does. The job's working dir
+is a temporary copy, so a relative `train.run_root` is kept under `~/troupe/` on the node the
+driver runs on (the head node) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from services import cli
+
+JOB_HOME = Path("~/troupe")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.job", description=__doc__)
+    parser.add_argument("--config", help="run config YAML, relative to the job's working dir")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    from services.config import load_config
+
+    try:
+        root = load_config(args.config, args.set).train.run_root
+    except cli.ConfigError as err:
+        print(f"troupe: config error: {err}", file=sys.stderr)
+        return 2
+    overrides = list(args.set)
+    if not Path(root).expanduser().is_absolute():
+        overrides.append(f"train.run_root={(JOB_HOME / root).expanduser()}")
+    argv = ["train", "--address", os.environ.get("RAY_ADDRESS", "auto"), "--no-progress"]
+    if args.config:
+        argv += ["--config", args.config]
+    for item in overrides:
+        argv += ["--set", item]
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Runs on a cluster: each is a named `RunControl` actor in one namespace, so any process
+connected to the cluster finds it by name, and two runs never share one."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import ray
+
+from services.control import RunControl, RunNotFound, ScaleError, check_actor_count
+from services.prometheus import HELP, metric_name
+
+NAMESPACE = "troupe"
+CALL_TIMEOUT_S = 10.0
+
+
+class RunConflict(RuntimeError):
+    """A run with this id is already registered on the cluster."""
+
+
+class _ControlActor(RunControl):
+    """`RunControl` that also exports every reported figure through `ray.util.metrics`, so
+    Ray's own Prometheus/Grafana pipeline shows them (tagged with the run)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._gauges: dict[str, Any] = {}
+
+    def report(self, metrics: dict[str, Any], state: str = "running") -> int:
+        target = super().report(metrics, state)
+        from ray.util.metrics import Gauge
+
+        for key, value in self.status()["metrics"].items():
+            if value is None:
+                continue
+            if key not in self._gauges:
+                self._gauges[key] = Gauge(
+                    metric_name(key), description=HELP.get(key, key), tag_keys=("run",)
+                )
+            self._gauges[key].set(float(value), tags={"run": self.run_id})
+        return target
+
+
+def spawn_control(run_id: str, name: str, run_dir: str, actors: int):
+    """Register a run; fails if a run with this id is already on the cluster. The actor
+    belongs to the driver, so it ends with the run (and with `troupe stop`)."""
+    cls = ray.remote(num_cpus=0, max_restarts=0)(_ControlActor)
+    try:
+        return cls.options(name=run_id, namespace=NAMESPACE).remote(run_id, name, run_dir, actors)
+    except ValueError as err:
+        raise RunConflict(
+            f"a run named {run_id!r} is already registered on this cluster ({err})"
+        ) from None
+
+
+def list_runs() -> list[str]:
+    """Ids of the runs on the connected cluster, sorted."""
+    return sorted(
+        entry["name"]
+        for entry in ray.util.list_named_actors(all_namespaces=True)
+        if entry["namespace"] == NAMESPACE
+    )
+
+
+def resolve_run(ref: str, runs: list[str]) -> str:
+    """A run id from `ref`: the exact id, or a config name that one running run has."""
+    if ref in runs:
+        return ref
+    by_name = [r for r in runs if re.fullmatch(re.escape(ref) + r"-\d{8}-\d{6}(-\d+)?", r)]
+    if len(by_name) == 1:
+        return by_name[0]
+    if by_name:
+        raise RunNotFound(f"{ref!r} names several runs: {', '.join(by_name)}; give the full id")
+    running = ", ".join(runs) if runs else "none"
+    raise RunNotFound(f"no run {ref!r} on this cluster (running: {running})")
+
+
+def find_run(ref: str):
+    """(run id, control actor handle) of a running run."""
+    run_id = resolve_run(ref, list_runs())
+    try:
+        return run_id, ray.get_actor(run_id, namespace=NAMESPACE)
+    except ValueError:
+        raise RunNotFound(f"run {run_id!r} has just ended") from None
+
+
+def run_status(handle) -> dict[str, Any]:
+    return ray.get(handle.status.remote(), timeout=CALL_TIMEOUT_S)
+
+
+def scale_run(handle, actors: int) -> dict[str, Any]:
+    """Ask a run for `actors` rollout actors; answers its status."""
+    try:
+        return ray.get(handle.scale.remote(check_actor_count(actors)), timeout=CALL_TIMEOUT_S)
+    except ScaleError as err:  # raised in the actor: keep its message, not the traceback
+        raise ScaleError(str(getattr(err, "cause", err))) from None
+
+
+class RayRuns:
+    """The runs of the connected cluster, as the HTTP API serves them."""
+
+    def statuses(self) -> list[dict[str, Any]]:
+        handles = []
+        for run_id in list_runs():
+            try:
+                handles.append(ray.get_actor(run_id, namespace=NAMESPACE))
+            except ValueError:
+                continue  # ended since it was listed
+        refs = [handle.status.remote() for handle in handles]
+        statuses = []
+        for ref in refs:
+            try:
+                statuses.append(ray.get(ref, timeout=CALL_TIMEOUT_S))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                continue
+        return statuses
+
+    def status(self, ref: str) -> dict[str, Any]:
+        return run_status(find_run(ref)[1])
+
+    def scale(self, ref: str, actors: int) -> dict[str, Any]:
+        return scale_run(find_run(ref)[1], actors)
