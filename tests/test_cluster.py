@@ -240,7 +240,7 @@ def _ray_exported(cluster: LocalCluster) -> bool:
     for port in cluster.metrics_ports:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                if "troupe_actors_live" in r.read().decode():
+                if "\nray_troupe_actors_live{" in r.read().decode():
                     return True
         except OSError:
             continue
