@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from learner import metrics as M
 from learner.config import ConfigError
 from services.cluster_cli import add_commands
-from services.control import RunNotFound
-from services.jobs import JobNotFound
+from services.control import RunConflict, RunNotFound
+from services.jobs import JobApiError, JobNotFound
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -176,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A missing run dir, an unreadable model, an unknown run or job, no cluster there.
         print(f"troupe: {err}", file=sys.stderr)
         return 2
+    except (RunConflict, JobApiError) as err:
+        print(f"troupe: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("troupe: interrupted", file=sys.stderr)
         return 130

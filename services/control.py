@@ -49,6 +49,10 @@ class RunNotFound(LookupError):
         return str(self.args[0])
 
 
+class RunConflict(RuntimeError):
+    """A run with this id is already registered on the cluster."""
+
+
 def check_actor_count(actors: Any) -> int:
     valid = isinstance(actors, int) and not isinstance(actors, bool) and 1 <= actors <= MAX_ACTORS
     if not valid:

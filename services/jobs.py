@@ -30,6 +30,10 @@ class JobNotFound(LookupError):
         return str(self.args[0])
 
 
+class JobApiError(RuntimeError):
+    """The job API refused a request (auth, a duplicate id, a server error)."""
+
+
 def client(address: str | None):
     """A Job Submission client for `address` (http://HEAD:8265); without one, Ray's own
     default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS, else a cluster running on this machine."""
@@ -80,20 +84,27 @@ def submit(
     if not wd.is_dir():
         raise ConfigError(f"--working-dir {working_dir}: no such directory")
     command = entrypoint(Path(config), overrides, wd)
-    return client(address).submit_job(
-        entrypoint=command,
-        submission_id=submission_id,
-        runtime_env={"working_dir": str(wd.resolve()), "excludes": EXCLUDES},
-        metadata={"troupe_run": run.name},
-    )
+    jobs = client(address)
+    try:
+        return jobs.submit_job(
+            entrypoint=command,
+            submission_id=submission_id,
+            runtime_env={"working_dir": str(wd.resolve()), "excludes": EXCLUDES},
+            metadata={"troupe_run": run.name},
+        )
+    except RuntimeError as err:
+        raise JobApiError(f"the job API refused the submission: {err}") from None
 
 
 def _job_call(call, job_id: str):
-    """Ray answers an unknown job id with a RuntimeError holding the HTTP 404."""
+    """Ray's client raises RuntimeError with the HTTP status for every refusal; an unknown job
+    id is the 404."""
     try:
         return call()
     except RuntimeError as err:
-        raise JobNotFound(f"job {job_id}: {err}") from None
+        if "404" in str(err) or "does not exist" in str(err):
+            raise JobNotFound(f"job {job_id}: {err}") from None
+        raise JobApiError(f"job {job_id}: {err}") from None
 
 
 def status(address: str | None, job_id: str) -> dict[str, Any]:

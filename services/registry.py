@@ -3,20 +3,26 @@ connected to the cluster finds it by name, and two runs never share one."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from services.control import RunControl, RunNotFound, ScaleError, check_actor_count
+from services.control import (
+    RunConflict,
+    RunControl,
+    RunNotFound,
+    ScaleError,
+    check_actor_count,
+)
 from services.prometheus import HELP, metric_name
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "troupe"
 CALL_TIMEOUT_S = 10.0
-
-
-class RunConflict(RuntimeError):
-    """A run with this id is already registered on the cluster."""
 
 
 class _ControlActor(RunControl):
@@ -44,10 +50,14 @@ class _ControlActor(RunControl):
 
 def spawn_control(run_id: str, name: str, run_dir: str, actors: int):
     """Register a run; fails if a run with this id is already on the cluster. The actor
-    belongs to the driver, so it ends with the run (and with `troupe stop`)."""
+    belongs to the driver, so it ends with the run (and with `troupe stop`). It lives on the
+    driver's node, which an autoscaler never removes while the driver runs."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     cls = ray.remote(num_cpus=0, max_restarts=0)(_ControlActor)
     try:
-        return cls.options(name=run_id, namespace=NAMESPACE).remote(run_id, name, run_dir, actors)
+        return cls.options(name=run_id, namespace=NAMESPACE, scheduling_strategy=here).remote(
+            run_id, name, run_dir, actors
+        )
     except ValueError as err:
         raise RunConflict(
             f"a run named {run_id!r} is already registered on this cluster ({err})"
@@ -86,7 +96,10 @@ def find_run(ref: str):
 
 
 def run_status(handle) -> dict[str, Any]:
-    return ray.get(handle.status.remote(), timeout=CALL_TIMEOUT_S)
+    try:
+        return ray.get(handle.status.remote(), timeout=CALL_TIMEOUT_S)
+    except ray.exceptions.RayActorError:
+        raise RunNotFound("the run has ended") from None
 
 
 def scale_run(handle, actors: int) -> dict[str, Any]:
@@ -95,6 +108,46 @@ def scale_run(handle, actors: int) -> dict[str, Any]:
         return ray.get(handle.scale.remote(check_actor_count(actors)), timeout=CALL_TIMEOUT_S)
     except ScaleError as err:  # raised in the actor: keep its message, not the traceback
         raise ScaleError(str(getattr(err, "cause", err))) from None
+    except ray.exceptions.RayActorError:
+        raise RunNotFound("the run has ended") from None
+
+
+class RunLink:
+    """The driver's side of its `RunControl`. Reports never block training: a new one goes
+    only once the last is answered, and if the control actor is lost the run trains on at
+    its current size (it can no longer be found or scaled)."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self._pending: ray.ObjectRef | None = None
+        self._lost = False
+
+    def exchange(self, record: dict[str, Any]) -> int | None:
+        """Send `record` if the last report has been answered; returns the actor count that
+        answer asked for, or None when there is no new answer."""
+        if self._lost:
+            return None
+        wanted = None
+        if self._pending is not None:
+            if not ray.wait([self._pending], timeout=0)[0]:
+                return None
+            try:
+                wanted = ray.get(self._pending)
+            except ray.exceptions.RayActorError as err:
+                log.warning("lost this run's control actor; training on unscaled: %s", err)
+                self._lost = True
+                return None
+        self._pending = self.handle.report.remote(record)
+        return wanted
+
+    def close(self, record: dict[str, Any], state: str) -> None:
+        """Leave the final figures and state (finished or failed), then end the actor."""
+        if not self._lost:
+            try:
+                ray.get(self.handle.report.remote(record, state), timeout=5)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
+                log.warning("could not report the run's final state: %s", err)
+        ray.kill(self.handle)
 
 
 class RayRuns:

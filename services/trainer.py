@@ -23,7 +23,7 @@ from learner.model import build_model
 from learner.remote import spawn_learner
 from services.config import RunConfig
 from services.fleet import ActorFleet
-from services.registry import spawn_control
+from services.registry import RunLink, spawn_control
 from services.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -85,40 +85,50 @@ class SyncA2C:
         self.run_id = run_dir.path.name
         self._evaluations = 0
         self._segments_dropped = 0
+        self._last_record: dict[str, Any] = {}
 
     def run(self) -> TrainResult:
         cfg = self.config
         obs_space, act_space = check_run(cfg)
         self.run_dir.write_config(cfg)
         spawned = time.perf_counter()
-        control = spawn_control(
-            self.run_id, cfg.name, str(self.run_dir.path.resolve()), cfg.actors.num_actors
-        )
-        learner = spawn_learner(cfg.learner, obs_space, act_space, cfg.seed)
-        fleet = ActorFleet(
-            lambda actor_id: spawn_rollout_actors(
-                cfg.env, cfg.actors, cfg.learner.model, cfg.seed, [actor_id]
-            )[0],
-            cfg.actors.num_actors,
-        )
+        link = learner = fleet = None
+        state = "failed"
         try:
+            link = RunLink(
+                spawn_control(
+                    self.run_id, cfg.name, str(self.run_dir.path.resolve()), cfg.actors.num_actors
+                )
+            )
+            learner = spawn_learner(cfg.learner, obs_space, act_space, cfg.seed)
+            fleet = ActorFleet(
+                lambda actor_id: spawn_rollout_actors(
+                    cfg.env, cfg.actors, cfg.learner.model, cfg.seed, [actor_id]
+                )[0],
+                cfg.actors.num_actors,
+            )
             # Wait for the processes to be up (imports, env construction), so the training
             # clock measures training and start-up is reported on its own.
             device = ray.get(learner.device.remote())
             _wait_for_actors(fleet)
-            return self._loop(learner, fleet, control, time.perf_counter() - spawned, device)
+            result = self._loop(learner, fleet, link, time.perf_counter() - spawned, device)
+            state = "finished"
+            return result
         finally:
             self.run_dir.close()
-            fleet.shutdown()
-            ray.kill(learner)
-            ray.kill(control)
+            if fleet is not None:
+                fleet.shutdown()
+            if learner is not None:
+                ray.kill(learner)
+            if link is not None:
+                link.close(self._last_record, state)
 
-    def _loop(self, learner, fleet: ActorFleet, control, startup_s: float, device: str):
+    def _loop(self, learner, fleet: ActorFleet, link: RunLink, startup_s: float, device: str):
         train = self.config.train
         weights_ref = learner.get_weights.remote()
         window: deque[float] = deque(maxlen=train.return_window)
         start = last_eval = last_report = time.perf_counter()
-        report_ref = control.report.remote({}, "running")
+        link.exchange({})
         frames = updates = episodes = 0
         eval_s, eval_return, streak = 0.0, float("nan"), 0
         target = train.target_return
@@ -159,17 +169,15 @@ class SyncA2C:
                 record[M.EVAL_RETURN] = eval_return
                 streak = streak + 1 if target is not None and eval_return >= target else 0
             self.run_dir.log(record)
+            self._last_record = record
             self.on_update(record)
             if streak >= train.target_streak or frames >= train.total_frames:
                 break
             if now - last_report >= REPORT_INTERVAL_S or M.EVAL_RETURN in record:
-                # The previous report answered the wanted actor count long ago; resizing
-                # here, with no segment in flight, never cuts one short.
-                if ray.wait([report_ref], timeout=0)[0]:
-                    wanted = ray.get(report_ref)
-                    if wanted != fleet.size:
-                        fleet.resize(wanted)
-                report_ref = control.report.remote(record)
+                # Resizing here, with no segment in flight, never cuts one short.
+                wanted = link.exchange(record)
+                if wanted is not None and wanted != fleet.size:
+                    fleet.resize(wanted)
                 last_report = now
 
         final = ray.get(weights_ref)

@@ -15,13 +15,14 @@ from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.remote import spawn_learner
 from services.config import load_config
-from services.control import ScaleError
+from services.control import RunConflict, RunNotFound, ScaleError
 from services.fleet import ActorFleet
 from services.registry import (
-    RunConflict,
+    RunLink,
     find_run,
     list_runs,
     resolve_run,
+    run_status,
     scale_run,
     spawn_control,
 )
@@ -129,3 +130,28 @@ def test_a_run_id_is_registered_once_per_cluster(ray_cluster):
             scale_run(handle, 0)
     finally:
         ray.kill(first)
+
+
+def test_run_link_never_blocks_and_outlives_its_control_actor(ray_cluster):
+    link = RunLink(spawn_control("link-20261123-000000", "link", "/tmp/x", 2))
+    assert link.exchange({M.FRAMES: 1}) is None  # nothing answered yet
+    ray.get(link.handle.status.remote())  # the first report has been taken by now
+    assert link.exchange({M.FRAMES: 2}) == 2
+    scale_run(link.handle, 5)
+    # The report in flight was answered before the request; the next one carries it.
+    answers = []
+    while 5 not in answers:
+        time.sleep(0.05)
+        answers.append(link.exchange({M.FRAMES: 3}))
+        assert len(answers) < 200
+    assert {a for a in answers if a is not None} <= {2, 5}
+    ray.kill(link.handle)
+    with pytest.raises(RunNotFound, match="ended"):
+        run_status(link.handle)
+    deadline = time.monotonic() + 10
+    while not link._lost:  # the next answer is the actor's death: noted, not raised
+        link.exchange({M.FRAMES: 4})
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert link._lost and link.exchange({M.FRAMES: 5}) is None
+    link.close({M.FRAMES: 5}, "finished")  # warns, does not raise
