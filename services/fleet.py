@@ -9,10 +9,13 @@ actor never leaves a partial segment behind.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import ray
+
+log = logging.getLogger(__name__)
 
 
 class ActorFleet:
@@ -24,6 +27,7 @@ class ActorFleet:
         self._next_id = 0
         self.live: dict[int, Any] = {}
         self._pending: dict[int, tuple[Any, ray.ObjectRef]] = {}
+        self.failed_starts = 0
         self.resize(size)
 
     @property
@@ -54,15 +58,28 @@ class ActorFleet:
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Move actors that came up to the live set; waits up to `timeout_s` for all pending.
-        An actor whose start failed (its env raised, say) raises its error here."""
+
+        An actor whose start failed (its env raised, its node went away) is dropped, logged
+        and counted in `failed_starts`, and not retried, so a bad node or env cannot make a
+        start loop; the run trains on with the others. With no actor left at all, the
+        failure is raised: nothing could train."""
         if not self._pending:
             return 0
         refs = {ref: actor_id for actor_id, (_, ref) in self._pending.items()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
         for ref in ready:
-            ray.get(ref)
             actor_id = refs[ref]
-            self.live[actor_id] = self._pending.pop(actor_id)[0]
+            handle, _ = self._pending.pop(actor_id)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as err:
+                self.failed_starts += 1
+                ray.kill(handle, no_restart=True)
+                if not self.size:
+                    raise
+                log.warning("rollout actor %d failed to start and is left out: %s", actor_id, err)
+                continue
+            self.live[actor_id] = handle
         return len(ready)
 
     def shutdown(self) -> None:

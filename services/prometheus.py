@@ -10,7 +10,9 @@ from learner import metrics as M
 from services.control import STATUS_METRICS
 
 PREFIX = "troupe_"
-COUNTERS = frozenset({M.FRAMES, M.UPDATES, M.SEGMENTS_DROPPED, M.SKIPPED_UPDATES})
+COUNTERS = frozenset(
+    {M.FRAMES, M.UPDATES, M.SEGMENTS_DROPPED, M.ACTOR_START_FAILURES, M.SKIPPED_UPDATES}
+)
 """Figures that only grow; exposed as Prometheus counters (`..._total`)."""
 
 HELP = {
@@ -29,6 +31,7 @@ HELP = {
     M.ACTORS_PENDING: "Rollout actors waiting for cluster resources",
     M.ACTORS_TARGET: "Rollout actors asked for",
     M.SEGMENTS_DROPPED: "Segments that never reached the learner",
+    M.ACTOR_START_FAILURES: "Rollout actors that failed to start (left out, not retried)",
     M.SKIPPED_UPDATES: "Updates skipped for a non-finite loss or gradient",
     M.UPTIME: "Seconds since the run started",
 }

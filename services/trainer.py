@@ -129,6 +129,7 @@ class SyncA2C:
         window: deque[float] = deque(maxlen=train.return_window)
         start = last_eval = last_report = time.perf_counter()
         link.exchange({})
+        target_actors = self.config.actors.num_actors
         frames = updates = episodes = 0
         eval_s, eval_return, streak = 0.0, float("nan"), 0
         target = train.target_return
@@ -159,8 +160,9 @@ class SyncA2C:
                 M.EPISODE_RETURN: float(np.mean(window)) if window else None,
                 M.ACTORS_LIVE: len(actors),
                 M.ACTORS_PENDING: fleet.pending,
-                M.ACTORS_TARGET: fleet.size,
+                M.ACTORS_TARGET: target_actors,
                 M.SEGMENTS_DROPPED: self._segments_dropped,
+                M.ACTOR_START_FAILURES: fleet.failed_starts,
             }
             if streak or self._should_eval(window, now - last_eval, stats):
                 eval_return = self._evaluate(ray.get(weights_ref))
@@ -175,9 +177,12 @@ class SyncA2C:
                 break
             if now - last_report >= REPORT_INTERVAL_S or M.EVAL_RETURN in record:
                 # Resizing here, with no segment in flight, never cuts one short.
+                # Only a changed request resizes: an actor that failed to start is not
+                # replaced behind the user's back (see ActorFleet.poll).
                 wanted = link.exchange(record)
-                if wanted is not None and wanted != fleet.size:
+                if wanted is not None and wanted != target_actors:
                     fleet.resize(wanted)
+                    target_actors = wanted
                 last_report = now
 
         final = ray.get(weights_ref)

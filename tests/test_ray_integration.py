@@ -155,3 +155,35 @@ def test_run_link_never_blocks_and_outlives_its_control_actor(ray_cluster):
         time.sleep(0.05)
     assert link._lost and link.exchange({M.FRAMES: 5}) is None
     link.close({M.FRAMES: 5}, "finished")  # warns, does not raise
+
+
+class _Flaky:
+    def __init__(self, actor_id: int, broken: tuple[int, ...]) -> None:
+        if actor_id in broken:
+            raise RuntimeError(f"env of actor {actor_id} is broken")
+
+    def policy_version(self) -> int:
+        return 0
+
+
+def test_an_actor_that_fails_to_start_is_left_out_and_counted(ray_cluster):
+    spawn = ray.remote(num_cpus=0)(_Flaky).remote
+    fleet = ActorFleet(lambda actor_id: spawn(actor_id, (1,)), 3)
+    try:
+        deadline = time.monotonic() + 60
+        while fleet.pending:
+            fleet.poll(timeout_s=1.0)
+            assert time.monotonic() < deadline
+        assert sorted(fleet.live) == [0, 2] and fleet.failed_starts == 1
+    finally:
+        fleet.shutdown()
+
+    # With no actor left at all, the start failure ends the run, with the env's error.
+    fleet = ActorFleet(lambda actor_id: spawn(actor_id, (0, 1)), 2)
+    try:
+        with pytest.raises(ray.exceptions.RayActorError, match="env of actor . is broken"):
+            while True:
+                fleet.poll(timeout_s=1.0)
+                assert time.monotonic() < deadline + 60
+    finally:
+        fleet.shutdown()
