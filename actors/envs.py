@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
@@ -17,8 +19,9 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
     envs keep their own mode (CartPole's resets on the next step), which the rollout worker
     handles. Raises ValueError naming `env.id` when the id is unknown.
     """
+    env_id = registered_id(config)
     try:
-        spec = gym.spec(config.id)
+        spec = gym.spec(env_id)
     except gym.error.Error as err:
         raise ValueError(f"env.id={config.id!r} is not a registered gymnasium env: {err}") from err
     native = spec.vector_entry_point is not None
@@ -30,11 +33,11 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
     try:
         if native and config.vectorization != "sync":
             env = gym.make_vec(
-                config.id, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
+                env_id, num_envs, vectorization_mode="vector_entry_point", **config.kwargs
             )
         else:
             env = gym.make_vec(
-                config.id,
+                env_id,
                 num_envs,
                 vectorization_mode="sync",
                 vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
@@ -51,6 +54,20 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
         env.close()
         raise ValueError(f"{config.id}: vector autoreset mode {mode} is not supported")
     return env
+
+
+def registered_id(config: EnvConfig) -> str:
+    """The gymnasium id of `env.id`. As in `gym.make`, `module:EnvId` first imports the module
+    that registers the env, in whichever process builds it (every rollout actor)."""
+    module, sep, env_id = config.id.rpartition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(
+                f"env.id={config.id!r}: cannot import {module!r} to register the env: {err}"
+            ) from err
+    return env_id
 
 
 def autoreset_mode(env: gym.vector.VectorEnv) -> AutoresetMode | None:

@@ -30,8 +30,12 @@ class RolloutActor:
         torch.set_num_threads(1)
         self.worker = RolloutWorker(env_config, actor_config, model_config, actor_id, seed)
 
-    def sample(self, weights: PolicyWeights) -> Segment:
-        return self.worker.sample(weights)
+    @ray.method(num_returns=2)
+    def sample(self, weights: PolicyWeights) -> tuple[Segment, int]:
+        """(segment, its frame count). The driver waits on the small second object to learn
+        that a segment is ready, or that sampling failed, without fetching the segment."""
+        segment = self.worker.sample(weights)
+        return segment, segment.length * segment.num_envs
 
     def policy_version(self) -> int:
         return self.worker.policy.version

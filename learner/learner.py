@@ -31,6 +31,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+_LOSS_STATS = (
+    M.LOSS_POLICY,
+    M.LOSS_VALUE,
+    M.LOSS_ENTROPY,
+    M.LOSS_TOTAL,
+    M.ENTROPY,
+    M.GRAD_NORM,
+    M.ADVANTAGE_MEAN,
+    M.VALUE_MEAN,
+)
+
+
 class Learner:
     """Plain-Python A2C learner; `learner.remote` wraps it as a Ray actor.
 
@@ -64,6 +76,9 @@ class Learner:
             )
         self.version = 0
         self.skipped_updates = 0
+        self.rejected_segments = 0
+        self.obs_shape = tuple(observation_space.shape)
+        self.num_actions = int(action_space.n)
         self._weights: PolicyWeights | None = None
 
     def get_weights(self) -> PolicyWeights:
@@ -72,13 +87,46 @@ class Learner:
             self._weights = PolicyWeights(self.version, state_to_numpy(self.model))
         return self._weights
 
+    def screen(self, segments: Sequence[Segment]) -> tuple[list[Segment], list[str]]:
+        """Split `segments` into those this learner can train on and the reasons, each naming
+        the actor, why the others cannot: a broken contract (wrong shape or dtype, NaN or
+        inf), observations or actions that do not fit the model, or a segment length other
+        than the first good segment's."""
+        good: list[Segment] = []
+        reasons: list[str] = []
+        for seg in segments:
+            try:
+                seg.validate()
+                step_shape = seg.obs.shape[2:]
+                if step_shape != self.obs_shape:
+                    seg._fail("obs", f"is {step_shape} per step; the model takes {self.obs_shape}")
+                if seg.actions.size and (
+                    seg.actions.min() < 0 or seg.actions.max() >= self.num_actions
+                ):
+                    seg._fail("actions", f"must lie in [0, {self.num_actions})")
+                if good and seg.length != good[0].length:
+                    first = good[0].length
+                    seg._fail("length", f"T={seg.length}; this update's segments share T={first}")
+            except SegmentError as err:
+                reasons.append(str(err))
+                continue
+            good.append(seg)
+        return good, reasons
+
     def update(self, segments: Sequence[Segment]) -> dict:
         """One A2C step on the concatenation of `segments` along the batch axis.
 
-        Returns scalar statistics keyed by `learner.metrics` names, plus
-        `rollout/episode_return` as the list of episode returns completed in the batch.
+        Malformed segments are left out (see `screen`) and counted; the step uses the rest,
+        and with none left the weights stay as they are. Returns scalar statistics keyed by
+        `learner.metrics` names, plus the lists `rollout/episode_return` and
+        `rollout/episode_length` of the episodes completed in the batch and
+        `learner/rejections`, why each left-out segment was left out.
         """
         start = time.perf_counter()
+        segments, rejections = self.screen(segments)
+        self.rejected_segments += len(rejections)
+        if not segments:
+            return self._no_step(rejections, start)
         batch = _Batch.collate(segments, self.device)
         cfg = self.config
         t, n = batch.rewards.shape
@@ -144,6 +192,22 @@ class Learner:
             M.BATCH_FRAMES: t * n,
             M.EPISODE_RETURN: returns_done,
             M.EPISODE_LENGTH: lengths_done,
+            M.SEGMENTS_REJECTED: self.rejected_segments,
+            M.REJECTIONS: rejections,
+        }
+
+    def _no_step(self, rejections: list[str], start: float) -> dict:
+        """Statistics of an update with no segment left: nothing learned, no loss."""
+        return {
+            **dict.fromkeys(_LOSS_STATS, float("nan")),
+            M.POLICY_VERSION: self.version,
+            M.SKIPPED_UPDATES: self.skipped_updates,
+            M.UPDATE_TIME: time.perf_counter() - start,
+            M.BATCH_FRAMES: 0,
+            M.EPISODE_RETURN: [],
+            M.EPISODE_LENGTH: [],
+            M.SEGMENTS_REJECTED: self.rejected_segments,
+            M.REJECTIONS: rejections,
         }
 
 
@@ -162,8 +226,6 @@ class _Batch:
             raise SegmentError(
                 f"segments in one update must share T, got lengths {sorted(lengths)}"
             )
-        for s in segments:
-            s.validate()
         t = segments[0].length
         n = sum(s.num_envs for s in segments)
         index, offset = [], 0

@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from services.cluster import ray_connection
     from services.rundir import RunDir
-    from services.trainer import SyncA2C, check_run
+    from services.trainer import ActorFailures, SyncA2C, check_run
 
     try:
         check_run(config)
@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
     except ConnectionError as err:
         print(f"troupe: {err}", file=sys.stderr)
         return 2
-    except ray.exceptions.RayError as err:
+    except (ray.exceptions.RayError, ActorFailures) as err:
         # An actor or the learner failed; its traceback is in the message. The metrics logged
         # so far stay in the run directory.
         where = f"; metrics so far in {run_dir.path}" if run_dir is not None else ""

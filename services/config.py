@@ -45,6 +45,12 @@ class TrainConfig:
     """Recent training episodes averaged into `rollout/episode_return`."""
     run_root: str = "runs"
     """Folder under which each run gets its own directory."""
+    sample_timeout_s: float = 60.0
+    """A rollout actor that has not delivered its segment this long after being asked is
+    replaced, so one stuck actor cannot stall training."""
+    max_actor_failures: int = 10
+    """Sampling rounds in a row in which some actor fails before the run gives up (an env
+    that always crashes, say); each failed actor is replaced meanwhile."""
 
     def __post_init__(self) -> None:
         require(self.total_frames >= 1, "train.total_frames", self.total_frames, "an integer >= 1")
@@ -68,6 +74,18 @@ class TrainConfig:
         )
         require(
             self.return_window >= 1, "train.return_window", self.return_window, "an integer >= 1"
+        )
+        require(
+            self.sample_timeout_s > 0,
+            "train.sample_timeout_s",
+            self.sample_timeout_s,
+            "a number of seconds > 0",
+        )
+        require(
+            self.max_actor_failures >= 0,
+            "train.max_actor_failures",
+            self.max_actor_failures,
+            "an integer >= 0",
         )
 
 

@@ -28,6 +28,7 @@ class ActorFleet:
         self.live: dict[int, Any] = {}
         self._pending: dict[int, tuple[Any, ray.ObjectRef]] = {}
         self.failed_starts = 0
+        self.restarts = 0
         self.resize(size)
 
     @property
@@ -81,6 +82,21 @@ class ActorFleet:
                 continue
             self.live[actor_id] = handle
         return len(ready)
+
+    def replace(self, actor_id: int, why: object) -> None:
+        """Stop a live actor that failed or stalled and start a fresh one (a new id, so new
+        seeds) in its place; it joins once up, from the newest weights."""
+        handle = self.live.pop(actor_id)
+        ray.kill(handle, no_restart=True)
+        self.restarts += 1
+        log.warning("replacing rollout actor %d: %s", actor_id, why)
+        new_id, self._next_id = self._next_id, self._next_id + 1
+        handle = self._spawn(new_id)
+        self._pending[new_id] = (handle, handle.policy_version.remote())
+
+    def items(self) -> list[tuple[int, Any]]:
+        """(id, handle) of the live actors, by id."""
+        return [(actor_id, self.live[actor_id]) for actor_id in sorted(self.live)]
 
     def shutdown(self) -> None:
         for handle in [*self.live.values(), *(h for h, _ in self._pending.values())]:

@@ -11,7 +11,15 @@ from services.control import STATUS_METRICS
 
 PREFIX = "troupe_"
 COUNTERS = frozenset(
-    {M.FRAMES, M.UPDATES, M.SEGMENTS_DROPPED, M.ACTOR_START_FAILURES, M.SKIPPED_UPDATES}
+    {
+        M.FRAMES,
+        M.UPDATES,
+        M.SEGMENTS_DROPPED,
+        M.ACTOR_START_FAILURES,
+        M.ACTOR_RESTARTS,
+        M.SEGMENTS_REJECTED,
+        M.SKIPPED_UPDATES,
+    }
 )
 """Figures that only grow; exposed as Prometheus counters (`..._total`)."""
 
@@ -32,6 +40,8 @@ HELP = {
     M.ACTORS_TARGET: "Rollout actors asked for",
     M.SEGMENTS_DROPPED: "Segments that never reached the learner",
     M.ACTOR_START_FAILURES: "Rollout actors that failed to start (left out, not retried)",
+    M.ACTOR_RESTARTS: "Rollout actors replaced after failing or stalling mid-run",
+    M.SEGMENTS_REJECTED: "Malformed segments the learner left out",
     M.SKIPPED_UPDATES: "Updates skipped for a non-finite loss or gradient",
     M.UPTIME: "Seconds since the run started",
 }

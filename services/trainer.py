@@ -34,6 +34,10 @@ STARTUP_GRACE_S = 30.0
 """At start, how long to wait for every actor before training with those that are up."""
 
 
+class ActorFailures(RuntimeError):
+    """Rollout actors kept failing (`train.max_actor_failures`); names the last failure."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -85,6 +89,8 @@ class SyncA2C:
         self.run_id = run_dir.path.name
         self._evaluations = 0
         self._segments_dropped = 0
+        self._failed_rounds = 0
+        self._last_failure: object = None
         self._last_record: dict[str, Any] = {}
 
     def run(self) -> TrainResult:
@@ -135,16 +141,20 @@ class SyncA2C:
         target = train.target_return
         while True:
             fleet.poll()
-            actors = fleet.handles()
+            actors = fleet.items()
             if not actors:
                 fleet.poll(timeout_s=1.0)
                 continue
             # Nothing else is in flight while the driver evaluates, so evaluation time can be
             # taken out of the training clock exactly. (Queueing the next round before reading
             # the statistics measured no faster.)
-            segments = [actor.sample.remote(weights_ref) for actor in actors]
+            segments = self._sample(fleet, actors, weights_ref)
+            if not segments:
+                continue  # every actor failed; their replacements join once up
             stats_ref, weights_ref = learner.update.options(num_returns=2).remote(*segments)
             stats = ray.get(stats_ref)
+            for reason in stats[M.REJECTIONS]:
+                log.warning("the learner left out a segment: %s", reason)
             frames += stats[M.BATCH_FRAMES]
             updates += 1
             episodes += len(stats[M.EPISODE_RETURN])
@@ -163,6 +173,7 @@ class SyncA2C:
                 M.ACTORS_TARGET: target_actors,
                 M.SEGMENTS_DROPPED: self._segments_dropped,
                 M.ACTOR_START_FAILURES: fleet.failed_starts,
+                M.ACTOR_RESTARTS: fleet.restarts,
             }
             if streak or self._should_eval(window, now - last_eval, stats):
                 eval_return = self._evaluate(ray.get(weights_ref))
@@ -211,6 +222,41 @@ class SyncA2C:
             {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         )
         return result
+
+    def _sample(self, fleet: ActorFleet, actors: list, weights_ref) -> list:
+        """One segment ref from each live actor that delivers within `train.sample_timeout_s`.
+        An actor that fails (its process died, its env raised) or stalls is replaced and its
+        segment dropped, so the update goes ahead with the others; `train.max_actor_failures`
+        failing rounds in a row end the run with the last error."""
+        train = self.config.train
+        calls = [(actor_id, *handle.sample.remote(weights_ref)) for actor_id, handle in actors]
+        receipts = [receipt for _, _, receipt in calls]
+        ready, _ = ray.wait(receipts, num_returns=len(receipts), timeout=train.sample_timeout_s)
+        ready = set(ready)
+        segments = []
+        for actor_id, segment, receipt in calls:
+            why = f"no segment within train.sample_timeout_s={train.sample_timeout_s}s"
+            if receipt in ready:
+                try:
+                    ray.get(receipt)
+                    segments.append(segment)
+                    continue
+                except ray.exceptions.RayError as err:
+                    why = err
+            self._segments_dropped += 1
+            self._last_failure = why
+            fleet.replace(actor_id, why)
+        if len(segments) < len(calls):
+            self._failed_rounds += 1
+            if self._failed_rounds > train.max_actor_failures:
+                raise ActorFailures(
+                    f"rollout actors failed in {self._failed_rounds} sampling rounds in a row "
+                    f"(train.max_actor_failures={train.max_actor_failures}); the last failure: "
+                    f"{self._last_failure}"
+                )
+        else:
+            self._failed_rounds = 0
+        return segments
 
     def _should_eval(self, window: deque, since_eval: float, stats: dict) -> bool:
         """Evaluate on the interval, and as soon as training returns reach the target (the

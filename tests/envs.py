@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 
@@ -39,3 +41,38 @@ class CountingEnv(gym.Env):
 COUNTING_ID = "troupe-test/Counting-v0"
 if COUNTING_ID not in gym.registry:
     gym.register(COUNTING_ID, entry_point="tests.envs:CountingEnv", max_episode_steps=5)
+
+
+class CrashingEnv(CountingEnv):
+    """A `CountingEnv` whose `step` raises once it has taken `crash_at` steps in its life.
+
+    With `marker` (a file path) only the first env, in any process, to get there raises: the
+    fault happens once per test. Without it every env raises, every time: a crash loop.
+    """
+
+    def __init__(self, crash_at: int = 10, marker: str | None = None) -> None:
+        super().__init__()
+        self.crash_at, self.marker, self.steps = crash_at, marker, 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps >= self.crash_at and self._claim():
+            raise RuntimeError(f"injected env crash at step {self.steps}")
+        return super().step(action)
+
+    def _claim(self) -> bool:
+        if self.marker is None:
+            return True
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        return True
+
+
+CRASHING_ID = "tests.envs:troupe-test/Crashing-v0"
+"""The `module:` prefix makes every process that builds the env import (and so register) it."""
+if "troupe-test/Crashing-v0" not in gym.registry:
+    gym.register(
+        "troupe-test/Crashing-v0", entry_point="tests.envs:CrashingEnv", max_episode_steps=5
+    )

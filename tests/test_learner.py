@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,6 @@ from actors.envs import env_spaces
 from actors.rollout import RolloutWorker
 from learner import metrics as M
 from learner.config import LearnerConfig, ModelConfig
-from learner.core import SegmentError
 from learner.learner import Learner, _Batch
 from tests.test_segment import make_segment
 
@@ -82,22 +84,74 @@ def test_a_batch_of_reset_steps_only_is_skipped_not_fatal():
     assert stats[M.SKIPPED_UPDATES] == 1 and learner.version == 0
 
 
-def test_segments_of_different_length_are_rejected():
+def test_a_segment_of_another_length_is_left_out():
     learner = Learner(LearnerConfig(), *SPACES)
     a = _segments(learner, n=1, t=4)[0]
-    b = _segments(learner, n=1, t=5)[0]
-    with pytest.raises(SegmentError, match="share T"):
-        learner.update([a, b])
+    b = _segments(learner, n=1, t=5)[0].replace(actor_id=7)
+    stats = learner.update([a, b])
+    assert stats[M.REJECTIONS] == [
+        "segment from actor 7: length T=5; this update's segments share T=4"
+    ]
+    assert stats[M.BATCH_FRAMES] == 4 * 4 and learner.version == 1
 
 
-def test_malformed_segment_is_rejected_naming_the_actor():
+def _broken(seg, how: str):
+    if how == "nan obs":
+        obs = seg.obs.copy()
+        obs[0, 0, 0] = np.nan
+        return seg.replace(obs=obs)
+    if how == "inf reward":
+        rewards = seg.rewards.copy()
+        rewards[1, 1] = np.inf
+        return seg.replace(rewards=rewards)
+    if how == "float64 actions":
+        return seg.replace(actions=seg.actions.astype(np.float64))
+    if how == "obs of another env":
+        return seg.replace(
+            obs=np.zeros((*seg.obs.shape[:2], 3), np.float32),
+            final_obs=np.zeros((len(seg.final_obs), 3), np.float32),
+        )
+    if how == "action out of range":
+        actions = seg.actions.copy()
+        actions[0, 0] = 2  # CartPole has 2 actions
+        return seg.replace(actions=actions)
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("nan obs", "actor 1: obs contains NaN or inf"),
+        ("inf reward", "actor 1: rewards contains NaN or inf"),
+        ("float64 actions", "actor 1: actions"),
+        ("obs of another env", r"actor 1: obs is \(3,\) per step; the model takes \(4,\)"),
+        ("action out of range", r"actor 1: actions must lie in \[0, 2\)"),
+    ],
+)
+def test_a_malformed_segment_is_left_out_naming_the_actor_and_the_learner_carries_on(how, message):
     learner = Learner(LearnerConfig(), *SPACES)
-    seg = _segments(learner, n=1)[0]
-    obs = seg.obs.copy()
-    obs[0, 0, 0] = np.inf
-    with pytest.raises(SegmentError, match="actor 0: obs contains NaN or inf"):
-        learner.update([seg.replace(obs=obs)])
-    assert learner.version == 0
+    good, bad = _segments(learner, n=2)
+    bad = _broken(bad.replace(actor_id=1), how)
+    before = {k: v.copy() for k, v in learner.get_weights().params.items()}
+    stats = learner.update([good, bad])
+    (reason,) = stats[M.REJECTIONS]
+    assert re.search(message, reason), reason
+    assert stats[M.SEGMENTS_REJECTED] == 1 and stats[M.BATCH_FRAMES] == 8 * 4
+    assert learner.version == 1 and np.isfinite(stats[M.LOSS_TOTAL])
+    after = learner.get_weights().params
+    assert all(np.isfinite(v).all() for v in after.values())
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_with_every_segment_malformed_the_weights_stay():
+    learner = Learner(LearnerConfig(), *SPACES)
+    segments = [_broken(s, "nan obs") for s in _segments(learner, n=2)]
+    before = learner.get_weights()
+    stats = learner.update(segments)
+    assert len(stats[M.REJECTIONS]) == 2 and stats[M.SEGMENTS_REJECTED] == 2
+    assert stats[M.BATCH_FRAMES] == 0 and math.isnan(stats[M.LOSS_TOTAL])
+    assert learner.version == 0 and learner.get_weights() is before
+    assert learner.update(_segments(learner))[M.SEGMENTS_REJECTED] == 2  # cumulative
 
 
 def test_collate_reindexes_final_observations():

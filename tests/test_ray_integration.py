@@ -27,7 +27,8 @@ from services.registry import (
     spawn_control,
 )
 from services.rundir import RunDir
-from services.trainer import SyncA2C
+from services.trainer import ActorFailures, SyncA2C
+from tests.envs import CRASHING_ID
 
 pytestmark = pytest.mark.ray
 
@@ -41,14 +42,14 @@ def test_versions_advance_and_every_actor_runs_the_newest_weights(ray_cluster):
     try:
         weights = learner.get_weights.remote()
         for version in range(1, 4):
-            segments = [actor.sample.remote(weights) for actor in actors]
+            segments = [actor.sample.remote(weights)[0] for actor in actors]
             fetched = ray.get(segments)
             assert [s.policy_version for s in fetched] == [version - 1] * 2
             assert [s.actor_id for s in fetched] == [0, 1]
             stats, weights = learner.update.options(num_returns=2).remote(*segments)
             assert ray.get(stats)[M.POLICY_VERSION] == version
             assert ray.get(weights).version == version
-        ray.get([actor.sample.remote(weights) for actor in actors])
+        ray.get([actor.sample.remote(weights)[0] for actor in actors])
         assert ray.get([actor.policy_version.remote() for actor in actors]) == [3, 3]
     finally:
         for handle in [*actors, learner]:
@@ -187,3 +188,42 @@ def test_an_actor_that_fails_to_start_is_left_out_and_counted(ray_cluster):
                 assert time.monotonic() < deadline + 60
     finally:
         fleet.shutdown()
+
+
+def _crash_config(tmp_path, env_kwargs: str, **train):
+    return load_config(
+        None,
+        [
+            f"env.id={CRASHING_ID}",
+            f"env.kwargs={env_kwargs}",
+            "env.vectorization=sync",
+            "actors.envs_per_actor=2",
+            "actors.segment_length=4",
+            "learner.num_threads=1",
+            f"train.run_root={tmp_path}",
+            *(f"train.{k}={v}" for k, v in train.items()),
+        ],
+    )
+
+
+def test_a_crashing_env_costs_one_segment_and_its_actor_is_replaced(ray_cluster, tmp_path):
+    marker = tmp_path / "crashed"
+    config = _crash_config(tmp_path, f"{{crash_at: 30, marker: {marker}}}", total_frames=400)
+    run = RunDir.create(tmp_path, config.name)
+    result = SyncA2C(config, run).run()
+    assert marker.exists(), "the fault was never injected"
+    lines = run.read_metrics()
+    last = lines[-1]
+    assert (last[M.ACTOR_RESTARTS], last[M.SEGMENTS_DROPPED]) == (1, 1)
+    # Training went on without waiting: updates took the other actor's segment (8 frames)
+    # while the replacement started, and the run kept its two actors (live or starting).
+    assert sorted({x[M.BATCH_FRAMES] for x in lines}) == [8, 16]
+    assert result.frames >= 400 and last[M.ACTORS_LIVE] + last[M.ACTORS_PENDING] == 2
+
+
+def test_an_env_that_always_crashes_ends_the_run_naming_the_error(ray_cluster, tmp_path):
+    config = _crash_config(tmp_path, "{crash_at: 3}", total_frames=10_000, max_actor_failures=2)
+    with pytest.raises(ActorFailures, match="3 sampling rounds in a row") as err:
+        SyncA2C(config, RunDir.create(tmp_path, config.name)).run()
+    assert "injected env crash at step 3" in str(err.value)
+    assert not ray.util.list_named_actors(all_namespaces=True)
