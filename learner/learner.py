@@ -87,6 +87,29 @@ class Learner:
             self._weights = PolicyWeights(self.version, state_to_numpy(self.model))
         return self._weights
 
+    def state(self) -> dict:
+        """Everything needed to continue exactly from here: model and optimiser state,
+        counters and the torch RNG; tensors on CPU, so it loads anywhere (and under
+        `torch.load(weights_only=True)`)."""
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "version": self.version,
+            "skipped_updates": self.skipped_updates,
+            "rejected_segments": self.rejected_segments,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Continue from `state()` of a learner with the same config and spaces."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves tensors to the params' device
+        self.version = int(state["version"])
+        self.skipped_updates = int(state["skipped_updates"])
+        self.rejected_segments = int(state["rejected_segments"])
+        torch.set_rng_state(state["torch_rng"])
+        self._weights = None
+
     def screen(self, segments: Sequence[Segment]) -> tuple[list[Segment], list[str]]:
         """Split `segments` into those this learner can train on and the reasons, each naming
         the actor, why the others cannot: a broken contract (wrong shape or dtype, NaN or
@@ -209,6 +232,16 @@ class Learner:
             M.SEGMENTS_REJECTED: self.rejected_segments,
             M.REJECTIONS: rejections,
         }
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 class _Batch:

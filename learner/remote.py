@@ -24,6 +24,13 @@ class LearnerActor:
         stats = self.learner.update(segments)
         return stats, self.learner.get_weights()
 
+    def state(self) -> dict:
+        return self.learner.state()
+
+    def load_state(self, state: dict) -> int:
+        self.learner.load_state(state)
+        return self.learner.version
+
     def device(self) -> str:
         return str(self.learner.device)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from learner import metrics as M
 from learner.config import ConfigError
@@ -18,11 +20,28 @@ def _train(args: argparse.Namespace) -> int:
     from services.config import load_config
 
     # Validate before the heavy imports (torch, Ray): a typo answers in well under a second.
-    config = load_config(args.config, args.set or ())
+    resume_from = None
+    if args.resume:
+        from services.rundir import CONFIG_FILE
 
+        config_file = Path(args.resume) / CONFIG_FILE
+        if not config_file.is_file():
+            raise ConfigError(f"--resume {args.resume}: not a run directory (no {CONFIG_FILE})")
+        config = load_config(config_file, args.set or ())
+    else:
+        config = load_config(args.config, args.set or ())
+
+    from services.checkpoint import Checkpoints
     from services.cluster import ray_connection
     from services.rundir import RunDir
     from services.trainer import ActorFailures, SyncA2C, check_run
+
+    if args.resume:
+        resume_from = Checkpoints(args.resume).latest()
+        if resume_from is None:
+            raise ConfigError(
+                f"--resume {args.resume}: no readable checkpoint in {args.resume}/checkpoints"
+            )
 
     try:
         check_run(config)
@@ -34,9 +53,22 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = None
     try:
         with ray_connection(config, args.address):
-            run_dir = RunDir.create(config.train.run_root, config.name)
-            print(f"troupe: run directory {run_dir.path}", flush=True)
-            result = SyncA2C(config, run_dir, on_update).run()
+            # `troupe stop`/`ray job stop` send SIGTERM. Raised as SystemExit it unwinds the
+            # run, which saves a final checkpoint and stops its actors. (Set after connecting:
+            # ray.init installs a handler that dumps a stack trace and dies.)
+            signal.signal(signal.SIGTERM, _terminate)
+            if resume_from is not None:
+                run_dir = RunDir(args.resume)
+                counters = resume_from.counters
+                print(
+                    f"troupe: resuming {run_dir.path} from {resume_from.path.name} "
+                    f"({counters['frames']:,} frames, {counters['updates']} updates)",
+                    flush=True,
+                )
+            else:
+                run_dir = RunDir.create(config.train.run_root, config.name)
+                print(f"troupe: run directory {run_dir.path}", flush=True)
+            result = SyncA2C(config, run_dir, on_update, resume=resume_from).run()
     except ConnectionError as err:
         print(f"troupe: {err}", file=sys.stderr)
         return 2
@@ -59,6 +91,10 @@ def _train(args: argparse.Namespace) -> int:
         f"troupe: model saved to {result.run_dir / 'model.pt'}"
     )
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 class _Progress:
@@ -141,7 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train an agent (on a local Ray unless --address)")
-    train.add_argument("--config", help="run config YAML (default: built-in CartPole defaults)")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--config", help="run config YAML (default: built-in CartPole defaults)")
+    source.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its latest readable checkpoint (its config, plus --set)",
+    )
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     train.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a config value, repeatable"

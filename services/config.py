@@ -90,6 +90,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """When the run saves what it has learned (in RUN_DIR/checkpoints/)."""
+
+    every_updates: int = 200
+    """Save after this many updates (0: not by count)."""
+    every_s: float = 300.0
+    """Save when this many seconds have passed since the last save (0: not by time)."""
+    keep: int = 3
+    """Checkpoints kept; older ones are deleted."""
+
+    def __post_init__(self) -> None:
+        require(
+            self.every_updates >= 0,
+            "checkpoint.every_updates",
+            self.every_updates,
+            "an integer >= 0",
+        )
+        require(self.every_s >= 0, "checkpoint.every_s", self.every_s, "a number of seconds >= 0")
+        require(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs."""
 
@@ -101,6 +123,7 @@ class RunConfig:
     actors: ActorConfig = field(default_factory=ActorConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")

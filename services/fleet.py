@@ -22,9 +22,9 @@ class ActorFleet:
     """Live and pending rollout actors. `spawn(actor_id)` starts one actor; ids are never
     reused, so each actor's seeds are its own."""
 
-    def __init__(self, spawn: Callable[[int], Any], size: int) -> None:
+    def __init__(self, spawn: Callable[[int], Any], size: int, first_id: int = 0) -> None:
         self._spawn = spawn
-        self._next_id = 0
+        self._next_id = first_id
         self.live: dict[int, Any] = {}
         self._pending: dict[int, tuple[Any, ray.ObjectRef]] = {}
         self.failed_starts = 0
@@ -34,6 +34,10 @@ class ActorFleet:
     @property
     def size(self) -> int:
         return len(self.live) + len(self._pending)
+
+    @property
+    def next_id(self) -> int:
+        return self._next_id
 
     @property
     def pending(self) -> int:

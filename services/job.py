@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,9 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except cli.ConfigError as err:
         print(f"troupe: config error: {err}", file=sys.stderr)
         return 2
-    # `ray job stop` sends SIGTERM; as an exception it unwinds the run, which stops its
-    # actors and closes its files (Python's default would exit on the spot).
-    signal.signal(signal.SIGTERM, _terminate)
+
     overrides = list(args.set)
     if not Path(root).expanduser().is_absolute():
         overrides.append(f"train.run_root={(JOB_HOME / root).expanduser()}")
@@ -47,10 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in overrides:
         argv += ["--set", item]
     return cli.main(argv)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

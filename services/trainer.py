@@ -21,6 +21,7 @@ from learner import metrics as M
 from learner.core import PolicyWeights
 from learner.model import build_model
 from learner.remote import spawn_learner
+from services.checkpoint import Checkpoint, Checkpoints
 from services.config import RunConfig
 from services.fleet import ActorFleet
 from services.registry import RunLink, spawn_control
@@ -82,11 +83,20 @@ class SyncA2C:
         config: RunConfig,
         run_dir: RunDir,
         on_update: Callable[[dict[str, Any]], None] | None = None,
+        resume: Checkpoint | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.on_update = on_update or (lambda record: None)
         self.run_id = run_dir.path.name
+        self.resume = resume
+        self.checkpoints = Checkpoints(run_dir.path, config.checkpoint.keep)
+        self._progress = dict(
+            resume.counters
+            if resume
+            else {"frames": 0, "updates": 0, "episodes": 0, "wall_time_s": 0.0}
+        )
+        self._saved = (self._progress["updates"], time.monotonic())
         self._evaluations = 0
         self._segments_dropped = 0
         self._failed_rounds = 0
@@ -107,11 +117,15 @@ class SyncA2C:
                 )
             )
             learner = spawn_learner(cfg.learner, obs_space, act_space, cfg.seed)
+            if self.resume is not None:
+                learner.load_state.remote(self.resume.learner)
             fleet = ActorFleet(
                 lambda actor_id: spawn_rollout_actors(
                     cfg.env, cfg.actors, cfg.learner.model, cfg.seed, [actor_id]
                 )[0],
                 cfg.actors.num_actors,
+                # Fresh ids on resume: new seeds, not a replay of the first run's episodes.
+                first_id=self._progress.get("next_actor_id", 0),
             )
             # Wait for the processes to be up (imports, env construction), so the training
             # clock measures training and start-up is reported on its own.
@@ -121,6 +135,8 @@ class SyncA2C:
             state = "finished"
             return result
         finally:
+            if learner is not None and state == "failed":
+                self._save_checkpoint(learner, fleet, final=True)  # keep what was learned
             self.run_dir.close()
             if fleet is not None:
                 fleet.shutdown()
@@ -136,7 +152,8 @@ class SyncA2C:
         start = last_eval = last_report = time.perf_counter()
         link.exchange({})
         target_actors = self.config.actors.num_actors
-        frames = updates = episodes = 0
+        frames, updates, episodes = (self._progress[k] for k in ("frames", "updates", "episodes"))
+        wall_before = self._progress["wall_time_s"]
         eval_s, eval_return, streak = 0.0, float("nan"), 0
         target = train.target_return
         while True:
@@ -163,7 +180,7 @@ class SyncA2C:
             record = {
                 M.UPDATES: updates,
                 M.FRAMES: frames,
-                M.WALL_TIME: round(now - start, 4),
+                M.WALL_TIME: round(wall_before + now - start, 4),
                 M.FPS: frames / (now - start - eval_s),
                 **{k: v for k, v in stats.items() if not isinstance(v, list)},
                 M.EPISODES: episodes,
@@ -183,6 +200,13 @@ class SyncA2C:
                 streak = streak + 1 if target is not None and eval_return >= target else 0
             self.run_dir.log(record)
             self._last_record = record
+            self._progress.update(
+                frames=frames,
+                updates=updates,
+                episodes=episodes,
+                wall_time_s=record[M.WALL_TIME],
+            )
+            self._maybe_checkpoint(learner, fleet)
             self.on_update(record)
             if streak >= train.target_streak or frames >= train.total_frames:
                 break
@@ -204,6 +228,7 @@ class SyncA2C:
             streak = streak + 1 if target is not None and eval_return >= target else 0
         solved = streak >= train.target_streak
         self.run_dir.save_model(final, frames)
+        self._save_checkpoint(learner, fleet, final=True)
         wall = time.perf_counter() - start
         result = TrainResult(
             run_dir=self.run_dir.path,
@@ -222,6 +247,32 @@ class SyncA2C:
             {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         )
         return result
+
+    def _maybe_checkpoint(self, learner, fleet: ActorFleet) -> None:
+        every = self.config.checkpoint
+        updates, at = self._saved
+        since = self._progress["updates"] - updates
+        due_count = every.every_updates and since >= every.every_updates
+        due_time = every.every_s and time.monotonic() - at >= every.every_s
+        if due_count or due_time:
+            self._save_checkpoint(learner, fleet)
+
+    def _save_checkpoint(self, learner, fleet: ActorFleet | None, final: bool = False) -> None:
+        """Save the learner's state with the run's counters. A final save (the run ends,
+        fails or is stopped) is best effort: the learner may be the thing that failed."""
+        if final and self._saved[0] == self._progress["updates"] and self.checkpoints.paths():
+            return  # nothing learned since the last save
+        try:
+            state = ray.get(learner.state.remote(), timeout=30)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
+            if not final:
+                raise
+            log.warning("no final checkpoint: the learner did not answer (%s)", err)
+            return
+        counters = {**self._progress, "next_actor_id": fleet.next_id if fleet else 0}
+        path = self.checkpoints.save(state, counters, self.config.to_dict())
+        self._saved = (self._progress["updates"], time.monotonic())
+        log.info("checkpoint %s", path)
 
     def _sample(self, fleet: ActorFleet, actors: list, weights_ref) -> list:
         """One segment ref from each live actor that delivers within `train.sample_timeout_s`.

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from learner import metrics as M
 from tests.conftest import ROOT
 
 TIMEOUT = 300
@@ -162,3 +165,48 @@ def test_cartpole_config_is_solved(ray_cluster, troupe_cmd, cli_env, tmp_path):
     assert ev.returncode == 0, ev.stderr
     mean = float(re.search(r"mean return ([\d.]+)", ev.stdout).group(1))
     assert mean >= 475, ev.stdout
+
+
+def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(
+    ray_cluster, troupe_cmd, cli_env, tmp_path
+):
+    """`troupe stop` (SIGTERM) mid-run, then `troupe train --resume`: counters, the metrics
+    history and the policy version continue where the stopped run left them."""
+    args = [
+        "--address", ray_cluster, "--no-progress",
+        "--set", "actors.envs_per_actor=8", "--set", "train.eval_interval_s=0",
+        "--set", "train.target_return=null", "--set", "checkpoint.every_updates=100000",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [*troupe_cmd, "train", *args, "--set", f"train.run_root={tmp_path}"],
+        env=cli_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        run_dir = _run_dir(proc.stdout.readline())
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not metrics.exists() or len(metrics.read_text().splitlines()) < 20:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
+    finally:
+        proc.kill()
+    stopped = [json.loads(line) for line in metrics.read_text().splitlines()]
+    (checkpoint,) = (run_dir / "checkpoints").iterdir()  # the final one, taken on SIGTERM
+    assert checkpoint.name == f"ckpt-{len(stopped):09d}.pt"
+
+    frames = stopped[-1][M.FRAMES]
+    resumed = _run(
+        [*troupe_cmd, "train", "--resume", str(run_dir), *args,
+         "--set", f"train.total_frames={frames + 20 * 256}"],
+        cli_env,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run_dir}" in resumed.stdout and f"({frames:,} frames" in resumed.stdout
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    after = records[len(stopped) :]
+    assert [r[M.UPDATES] for r in records] == list(range(1, len(records) + 1))
+    assert after[0][M.FRAMES] == frames + 256 and after[-1][M.FRAMES] >= frames + 20 * 256
+    assert after[0][M.POLICY_VERSION] > stopped[-1][M.POLICY_VERSION]
+    assert after[0][M.WALL_TIME] > stopped[-1][M.WALL_TIME]

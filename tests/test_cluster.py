@@ -229,6 +229,9 @@ def test_submit_scale_watch_and_stop(cluster, server, env, tmp_path):
     # (8 envs x 16 steps) from each live actor, and the counts went 2 -> 4 -> 1.
     (run_dir,) = tmp_path.iterdir()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # The stop (SIGTERM to the driver) left a final checkpoint of what was learned.
+    newest = max(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert newest == f"ckpt-{len(records):09d}.pt"
     for record in records:
         assert record[M.BATCH_FRAMES] == record[M.ACTORS_LIVE] * 8 * 16
     counts = [r[M.ACTORS_LIVE] for r in records]

@@ -195,3 +195,22 @@ def test_cuda_device_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA; the error path needs a machine without it")
     with pytest.raises(RuntimeError, match="learner.device='cuda'"):
         Learner(LearnerConfig(device="cuda"), *SPACES)
+
+
+def test_a_learner_restored_from_its_state_continues_exactly(tmp_path):
+    config = LearnerConfig(optimizer="adam")
+    a = Learner(config, *SPACES, seed=1)
+    for _ in range(3):
+        a.update(_segments(a))
+    path = tmp_path / "state.pt"
+    torch.save(a.state(), path)
+    b = Learner(config, *SPACES, seed=99)  # different init: everything must come from the state
+    b.load_state(torch.load(path, weights_only=True))
+    assert b.version == a.version == 3
+    for k, v in a.get_weights().params.items():
+        np.testing.assert_array_equal(v, b.get_weights().params[k])
+    batch = _segments(a)
+    stats_a, stats_b = a.update(batch), b.update(batch)  # the optimiser moments came along
+    assert stats_a[M.LOSS_TOTAL] == stats_b[M.LOSS_TOTAL]
+    for k, v in a.get_weights().params.items():
+        np.testing.assert_array_equal(v, b.get_weights().params[k])
