@@ -19,6 +19,8 @@ ADVANTAGE_MEAN = "policy/advantage_mean"
 VALUE_MEAN = "policy/value_mean"
 SKIPPED_UPDATES = "learner/skipped_nonfinite_updates"
 SEGMENTS_REJECTED = "learner/segments_rejected"
+LEARNER_RESTARTS = "learner/restarts"
+ROLLBACKS = "learner/rollbacks"
 REJECTIONS = "learner/rejections"
 
 EPISODE_RETURN = "rollout/episode_return"

@@ -33,6 +33,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from services.checkpoint import Checkpoints
     from services.cluster import ray_connection
+    from services.keeper import LearnerFailed
     from services.rundir import RunDir
     from services.trainer import ActorFailures, SyncA2C, check_run
 
@@ -72,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
     except ConnectionError as err:
         print(f"troupe: {err}", file=sys.stderr)
         return 2
-    except (ray.exceptions.RayError, ActorFailures) as err:
+    except (ray.exceptions.RayError, ActorFailures, LearnerFailed) as err:
         # An actor or the learner failed; its traceback is in the message. The metrics logged
         # so far stay in the run directory.
         where = f"; metrics so far in {run_dir.path}" if run_dir is not None else ""

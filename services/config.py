@@ -48,6 +48,11 @@ class TrainConfig:
     sample_timeout_s: float = 60.0
     """A rollout actor that has not delivered its segment this long after being asked is
     replaced, so one stuck actor cannot stall training."""
+    max_learner_restarts: int = 3
+    """Times the learner may die and be restarted from the latest checkpoint."""
+    max_nonfinite_updates: int = 5
+    """Non-finite updates in a row (each skipped) before the learner is rolled back to the
+    latest checkpoint; a second such run of them ends the run. 0: never roll back."""
     max_actor_failures: int = 10
     """Sampling rounds in a row in which some actor fails before the run gives up (an env
     that always crashes, say); each failed actor is replaced meanwhile."""
@@ -80,6 +85,18 @@ class TrainConfig:
             "train.sample_timeout_s",
             self.sample_timeout_s,
             "a number of seconds > 0",
+        )
+        require(
+            self.max_learner_restarts >= 0,
+            "train.max_learner_restarts",
+            self.max_learner_restarts,
+            "an integer >= 0",
+        )
+        require(
+            self.max_nonfinite_updates >= 0,
+            "train.max_nonfinite_updates",
+            self.max_nonfinite_updates,
+            "an integer >= 0",
         )
         require(
             self.max_actor_failures >= 0,

@@ -18,6 +18,8 @@ COUNTERS = frozenset(
         M.ACTOR_START_FAILURES,
         M.ACTOR_RESTARTS,
         M.SEGMENTS_REJECTED,
+        M.LEARNER_RESTARTS,
+        M.ROLLBACKS,
         M.SKIPPED_UPDATES,
     }
 )
@@ -42,6 +44,8 @@ HELP = {
     M.ACTOR_START_FAILURES: "Rollout actors that failed to start (left out, not retried)",
     M.ACTOR_RESTARTS: "Rollout actors replaced after failing or stalling mid-run",
     M.SEGMENTS_REJECTED: "Malformed segments the learner left out",
+    M.LEARNER_RESTARTS: "Times the learner died and was restarted from a checkpoint",
+    M.ROLLBACKS: "Rollbacks to the latest checkpoint after non-finite updates",
     M.SKIPPED_UPDATES: "Updates skipped for a non-finite loss or gradient",
     M.UPTIME: "Seconds since the run started",
 }

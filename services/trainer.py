@@ -20,10 +20,10 @@ from actors.remote import spawn_rollout_actors
 from learner import metrics as M
 from learner.core import PolicyWeights
 from learner.model import build_model
-from learner.remote import spawn_learner
 from services.checkpoint import Checkpoint, Checkpoints
 from services.config import RunConfig
 from services.fleet import ActorFleet
+from services.keeper import LearnerKeeper
 from services.registry import RunLink, spawn_control
 from services.rundir import RunDir
 
@@ -90,6 +90,7 @@ class SyncA2C:
         self.on_update = on_update or (lambda record: None)
         self.run_id = run_dir.path.name
         self.resume = resume
+        self.keeper: LearnerKeeper | None = None
         self.checkpoints = Checkpoints(run_dir.path, config.checkpoint.keep)
         self._progress = dict(
             resume.counters
@@ -100,7 +101,6 @@ class SyncA2C:
         self._evaluations = 0
         self._segments_dropped = 0
         self._failed_rounds = 0
-        self._last_failure: object = None
         self._last_record: dict[str, Any] = {}
 
     def run(self) -> TrainResult:
@@ -108,7 +108,7 @@ class SyncA2C:
         obs_space, act_space = check_run(cfg)
         self.run_dir.write_config(cfg)
         spawned = time.perf_counter()
-        link = learner = fleet = None
+        link = keeper = fleet = None
         state = "failed"
         try:
             link = RunLink(
@@ -116,9 +116,12 @@ class SyncA2C:
                     self.run_id, cfg.name, str(self.run_dir.path.resolve()), cfg.actors.num_actors
                 )
             )
-            learner = spawn_learner(cfg.learner, obs_space, act_space, cfg.seed)
-            if self.resume is not None:
-                learner.load_state.remote(self.resume.learner)
+            keeper = self.keeper = LearnerKeeper(
+                cfg,
+                (obs_space, act_space),
+                self.checkpoints,
+                self.resume.learner if self.resume else None,
+            )
             fleet = ActorFleet(
                 lambda actor_id: spawn_rollout_actors(
                     cfg.env, cfg.actors, cfg.learner.model, cfg.seed, [actor_id]
@@ -129,25 +132,25 @@ class SyncA2C:
             )
             # Wait for the processes to be up (imports, env construction), so the training
             # clock measures training and start-up is reported on its own.
-            device = ray.get(learner.device.remote())
+            device = ray.get(keeper.handle.device.remote())
             _wait_for_actors(fleet)
-            result = self._loop(learner, fleet, link, time.perf_counter() - spawned, device)
+            result = self._loop(keeper, fleet, link, time.perf_counter() - spawned, device)
             state = "finished"
             return result
         finally:
-            if learner is not None and state == "failed":
-                self._save_checkpoint(learner, fleet, final=True)  # keep what was learned
+            if keeper is not None and state == "failed":
+                self._save_checkpoint(keeper, fleet, final=True)  # keep what was learned
             self.run_dir.close()
             if fleet is not None:
                 fleet.shutdown()
-            if learner is not None:
-                ray.kill(learner)
+            if keeper is not None:
+                keeper.kill()
             if link is not None:
                 link.close(self._last_record, state)
 
-    def _loop(self, learner, fleet: ActorFleet, link: RunLink, startup_s: float, device: str):
+    def _loop(self, keeper: LearnerKeeper, fleet: ActorFleet, link, startup_s: float, device):
         train = self.config.train
-        weights_ref = learner.get_weights.remote()
+        weights_ref = keeper.handle.get_weights.remote()
         window: deque[float] = deque(maxlen=train.return_window)
         start = last_eval = last_report = time.perf_counter()
         link.exchange({})
@@ -165,13 +168,21 @@ class SyncA2C:
             # Nothing else is in flight while the driver evaluates, so evaluation time can be
             # taken out of the training clock exactly. (Queueing the next round before reading
             # the statistics measured no faster.)
-            segments = self._sample(fleet, actors, weights_ref)
+            segments, failure = self._sample(fleet, actors, weights_ref)
             if not segments:
+                self._count_round(failure)
                 continue  # every actor failed; their replacements join once up
-            stats_ref, weights_ref = learner.update.options(num_returns=2).remote(*segments)
-            stats = ray.get(stats_ref)
+            update = keeper.handle.update.options(num_returns=2)
+            stats_ref, weights_ref = update.remote(*segments)
+            try:
+                stats = ray.get(stats_ref)
+            except ray.exceptions.RayActorError as err:
+                weights_ref = keeper.restart(err)  # these segments are lost with it
+                continue
+            weights_ref = keeper.after_update(stats) or weights_ref
             for reason in stats[M.REJECTIONS]:
                 log.warning("the learner left out a segment: %s", reason)
+            self._count_round(failure or (stats[M.REJECTIONS] or [None])[-1])
             frames += stats[M.BATCH_FRAMES]
             updates += 1
             episodes += len(stats[M.EPISODE_RETURN])
@@ -191,6 +202,8 @@ class SyncA2C:
                 M.SEGMENTS_DROPPED: self._segments_dropped,
                 M.ACTOR_START_FAILURES: fleet.failed_starts,
                 M.ACTOR_RESTARTS: fleet.restarts,
+                M.LEARNER_RESTARTS: keeper.restarts,
+                M.ROLLBACKS: keeper.rollbacks,
             }
             if streak or self._should_eval(window, now - last_eval, stats):
                 eval_return = self._evaluate(ray.get(weights_ref))
@@ -206,7 +219,7 @@ class SyncA2C:
                 episodes=episodes,
                 wall_time_s=record[M.WALL_TIME],
             )
-            self._maybe_checkpoint(learner, fleet)
+            self._maybe_checkpoint(keeper, fleet)
             self.on_update(record)
             if streak >= train.target_streak or frames >= train.total_frames:
                 break
@@ -228,7 +241,7 @@ class SyncA2C:
             streak = streak + 1 if target is not None and eval_return >= target else 0
         solved = streak >= train.target_streak
         self.run_dir.save_model(final, frames)
-        self._save_checkpoint(learner, fleet, final=True)
+        self._save_checkpoint(keeper, fleet, final=True)
         wall = time.perf_counter() - start
         result = TrainResult(
             run_dir=self.run_dir.path,
@@ -248,22 +261,24 @@ class SyncA2C:
         )
         return result
 
-    def _maybe_checkpoint(self, learner, fleet: ActorFleet) -> None:
+    def _maybe_checkpoint(self, keeper: LearnerKeeper, fleet: ActorFleet) -> None:
         every = self.config.checkpoint
         updates, at = self._saved
         since = self._progress["updates"] - updates
         due_count = every.every_updates and since >= every.every_updates
         due_time = every.every_s and time.monotonic() - at >= every.every_s
-        if due_count or due_time:
-            self._save_checkpoint(learner, fleet)
+        if (due_count or due_time) and keeper.healthy:
+            self._save_checkpoint(keeper, fleet)
 
-    def _save_checkpoint(self, learner, fleet: ActorFleet | None, final: bool = False) -> None:
+    def _save_checkpoint(
+        self, keeper: LearnerKeeper, fleet: ActorFleet | None, final: bool = False
+    ) -> None:
         """Save the learner's state with the run's counters. A final save (the run ends,
         fails or is stopped) is best effort: the learner may be the thing that failed."""
         if final and self._saved[0] == self._progress["updates"] and self.checkpoints.paths():
             return  # nothing learned since the last save
         try:
-            state = ray.get(learner.state.remote(), timeout=30)
+            state = ray.get(keeper.handle.state.remote(), timeout=30)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
             if not final:
                 raise
@@ -272,19 +287,20 @@ class SyncA2C:
         counters = {**self._progress, "next_actor_id": fleet.next_id if fleet else 0}
         path = self.checkpoints.save(state, counters, self.config.to_dict())
         self._saved = (self._progress["updates"], time.monotonic())
+        keeper.checkpoint_saved()
         log.info("checkpoint %s", path)
 
-    def _sample(self, fleet: ActorFleet, actors: list, weights_ref) -> list:
-        """One segment ref from each live actor that delivers within `train.sample_timeout_s`.
-        An actor that fails (its process died, its env raised) or stalls is replaced and its
-        segment dropped, so the update goes ahead with the others; `train.max_actor_failures`
-        failing rounds in a row end the run with the last error."""
+    def _sample(self, fleet: ActorFleet, actors: list, weights_ref) -> tuple[list, object]:
+        """One segment ref from each live actor that delivers within `train.sample_timeout_s`,
+        and the last failure (None if none). An actor that fails (its process died, its env
+        raised) or stalls is replaced and its segment dropped, so the update goes ahead with
+        the others."""
         train = self.config.train
         calls = [(actor_id, *handle.sample.remote(weights_ref)) for actor_id, handle in actors]
         receipts = [receipt for _, _, receipt in calls]
         ready, _ = ray.wait(receipts, num_returns=len(receipts), timeout=train.sample_timeout_s)
         ready = set(ready)
-        segments = []
+        segments, failure = [], None
         for actor_id, segment, receipt in calls:
             why = f"no segment within train.sample_timeout_s={train.sample_timeout_s}s"
             if receipt in ready:
@@ -295,19 +311,23 @@ class SyncA2C:
                 except ray.exceptions.RayError as err:
                     why = err
             self._segments_dropped += 1
-            self._last_failure = why
+            failure = why
             fleet.replace(actor_id, why)
-        if len(segments) < len(calls):
-            self._failed_rounds += 1
-            if self._failed_rounds > train.max_actor_failures:
-                raise ActorFailures(
-                    f"rollout actors failed in {self._failed_rounds} sampling rounds in a row "
-                    f"(train.max_actor_failures={train.max_actor_failures}); the last failure: "
-                    f"{self._last_failure}"
-                )
-        else:
+        return segments, failure
+
+    def _count_round(self, failure: object | None) -> None:
+        """A round in which an actor failed or sent a segment the learner left out counts
+        against `train.max_actor_failures`; a clean update resets the count."""
+        limit = self.config.train.max_actor_failures
+        if failure is None:
             self._failed_rounds = 0
-        return segments
+            return
+        self._failed_rounds += 1
+        if self._failed_rounds > limit:
+            raise ActorFailures(
+                f"rollout actors failed or sent malformed segments in {self._failed_rounds} "
+                f"rounds in a row (train.max_actor_failures={limit}); the last: {failure}"
+            )
 
     def _should_eval(self, window: deque, since_eval: float, stats: dict) -> bool:
         """Evaluate on the interval, and as soon as training returns reach the target (the

@@ -76,3 +76,27 @@ if "troupe-test/Crashing-v0" not in gym.registry:
     gym.register(
         "troupe-test/Crashing-v0", entry_point="tests.envs:CrashingEnv", max_episode_steps=5
     )
+
+
+class ExplodingEnv(CountingEnv):
+    """A `CountingEnv` whose rewards become 1e37 once it has taken `explode_at` steps: the
+    segments stay finite (episode returns too), but squared value errors overflow float32, so
+    every update's loss is non-finite."""
+
+    def __init__(self, explode_at: int = 10) -> None:
+        super().__init__()
+        self.explode_at, self.steps = explode_at, 0
+
+    def step(self, action):
+        self.steps += 1
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.steps >= self.explode_at:
+            reward = 1e37
+        return obs, reward, terminated, truncated, info
+
+
+EXPLODING_ID = "tests.envs:troupe-test/Exploding-v0"
+if "troupe-test/Exploding-v0" not in gym.registry:
+    gym.register(
+        "troupe-test/Exploding-v0", entry_point="tests.envs:ExplodingEnv", max_episode_steps=5
+    )

@@ -14,9 +14,11 @@ from actors.remote import spawn_rollout_actors
 from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.remote import spawn_learner
+from services.checkpoint import Checkpoints
 from services.config import load_config
 from services.control import RunConflict, RunNotFound, ScaleError
 from services.fleet import ActorFleet
+from services.keeper import LearnerFailed
 from services.registry import (
     RunLink,
     find_run,
@@ -28,7 +30,7 @@ from services.registry import (
 )
 from services.rundir import RunDir
 from services.trainer import ActorFailures, SyncA2C
-from tests.envs import CRASHING_ID
+from tests.envs import CRASHING_ID, EXPLODING_ID
 
 pytestmark = pytest.mark.ray
 
@@ -190,11 +192,12 @@ def test_an_actor_that_fails_to_start_is_left_out_and_counted(ray_cluster):
         fleet.shutdown()
 
 
-def _crash_config(tmp_path, env_kwargs: str, **train):
+def _crash_config(tmp_path, env_kwargs: str, env_id=CRASHING_ID, extra=(), **train):
     return load_config(
         None,
         [
-            f"env.id={CRASHING_ID}",
+            *extra,
+            f"env.id={env_id}",
             f"env.kwargs={env_kwargs}",
             "env.vectorization=sync",
             "actors.envs_per_actor=2",
@@ -223,7 +226,52 @@ def test_a_crashing_env_costs_one_segment_and_its_actor_is_replaced(ray_cluster,
 
 def test_an_env_that_always_crashes_ends_the_run_naming_the_error(ray_cluster, tmp_path):
     config = _crash_config(tmp_path, "{crash_at: 3}", total_frames=10_000, max_actor_failures=2)
-    with pytest.raises(ActorFailures, match="3 sampling rounds in a row") as err:
+    with pytest.raises(ActorFailures, match="malformed segments in 3 rounds in a row") as err:
         SyncA2C(config, RunDir.create(tmp_path, config.name)).run()
     assert "injected env crash at step 3" in str(err.value)
     assert not ray.util.list_named_actors(all_namespaces=True)
+
+
+def test_a_dead_learner_restarts_from_the_latest_checkpoint(ray_cluster, tmp_path):
+    config = load_config(
+        None,
+        [
+            "actors.envs_per_actor=4",
+            "actors.segment_length=8",
+            "train.total_frames=640",
+            "learner.num_threads=1",
+            "checkpoint.every_updates=3",
+            f"train.run_root={tmp_path}",
+        ],
+    )
+    run = RunDir.create(tmp_path, config.name)
+    trainer = SyncA2C(config, run)
+
+    def kill_the_learner(record):
+        if record[M.UPDATES] == 5:
+            ray.kill(trainer.keeper.handle)
+
+    trainer.on_update = kill_the_learner
+    result = trainer.run()
+    lines = run.read_metrics()
+    # Updates 4 and 5 are lost with the learner; it comes back at ckpt-3 (version 3).
+    assert [x[M.POLICY_VERSION] for x in lines][:7] == [1, 2, 3, 4, 5, 4, 5]
+    assert lines[-1][M.LEARNER_RESTARTS] == 1 and result.frames >= 640
+
+
+def test_non_finite_updates_roll_back_then_end_the_run(ray_cluster, tmp_path):
+    config = _crash_config(
+        tmp_path,
+        "{explode_at: 12}",
+        env_id=EXPLODING_ID,
+        extra=["checkpoint.every_updates=1"],
+        total_frames=100_000,
+        max_nonfinite_updates=2,
+    )
+    run = RunDir.create(tmp_path, config.name)
+    with pytest.raises(LearnerFailed, match="2 non-finite updates in a row .* again after a"):
+        SyncA2C(config, run).run()
+    lines = run.read_metrics()
+    assert lines[-1][M.ROLLBACKS] == 1
+    assert lines[0][M.SKIPPED_UPDATES] == 0 and max(x[M.SKIPPED_UPDATES] for x in lines) >= 1
+    assert Checkpoints(run.path).latest() is not None
