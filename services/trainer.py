@@ -4,9 +4,11 @@ the same policy version, so learning is exactly on-policy."""
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,14 +213,15 @@ class SyncA2C:
                 eval_s += last_eval - now
                 record[M.EVAL_RETURN] = eval_return
                 streak = streak + 1 if target is not None and eval_return >= target else 0
-            self.run_dir.log(record)
-            self._last_record = record
-            self._progress.update(
-                frames=frames,
-                updates=updates,
-                episodes=episodes,
-                wall_time_s=record[M.WALL_TIME],
-            )
+            with _sigterm_deferred():  # the metrics line and the counters agree
+                self.run_dir.log(record)
+                self._last_record = record
+                self._progress.update(
+                    frames=frames,
+                    updates=updates,
+                    episodes=episodes,
+                    wall_time_s=record[M.WALL_TIME],
+                )
             self._maybe_checkpoint(keeper, fleet)
             self.on_update(record)
             if streak >= train.target_streak or frames >= train.total_frames:
@@ -356,6 +359,17 @@ class SyncA2C:
             deterministic=train.deterministic_eval,
         )
         return float(np.mean(returns))
+
+
+@contextmanager
+def _sigterm_deferred() -> Iterator[None]:
+    """Hold SIGTERM (`troupe stop`) back until the block is done: the stop then unwinds the run
+    between two updates, never between logging an update and counting it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _wait_for_actors(fleet: ActorFleet) -> None:
