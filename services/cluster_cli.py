@@ -179,7 +179,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         if name == "logs":
             cmd.add_argument("--follow", "-f", action="store_true", help="stream until it ends")
         if name == "stop":
-            cmd.add_argument("--wait", type=float, default=30.0, help="seconds to wait for it")
+            cmd.add_argument(
+                "--wait", type=_interval, default=30.0, help="seconds to wait for it to end"
+            )
         cmd.set_defaults(func=func)
 
     scale = sub.add_parser("scale", help="change a running run's rollout actor count")

@@ -106,12 +106,17 @@ class RunControl:
             "name": self.name,
             "state": self.state,
             "run_dir": self.run_dir,
-            "metrics": {k: _finite(v) for k, v in figures.items()},
+            "metrics": json_safe(figures),
         }
 
 
-def _finite(value: Any) -> Any:
-    """NaN (a skipped update's loss) reads as None: JSON and Prometheus clients both cope."""
+def json_safe(value: Any) -> Any:
+    """NaN and inf (a skipped update's loss) become None, at any depth: JSON has neither, and
+    Prometheus and JSON clients both cope with a missing value."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     return value

@@ -4,7 +4,6 @@ the final model."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 from learner import metrics as M
 from learner.core import PolicyWeights
 from services.config import RunConfig, from_dict
+from services.control import json_safe
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -64,7 +64,7 @@ class RunDir:
             from tensorboardX import SummaryWriter
 
             self._events = SummaryWriter(str(self.path), flush_secs=5)
-        self._metrics.write(json.dumps(_finite(record), allow_nan=False) + "\n")
+        self._metrics.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         step = record.get(M.FRAMES, 0)
         for key, value in record.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
@@ -100,14 +100,3 @@ class RunDir:
             self._metrics.close()
             self._events.close()
             self._metrics = self._events = None
-
-
-def _finite(value: Any) -> Any:
-    """NaN and inf (a skipped update's loss, say) become null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -58,8 +58,9 @@ def test_versions_advance_and_every_actor_runs_the_newest_weights(ray_cluster):
             ray.kill(handle)
 
 
-def test_sync_a2c_writes_a_run_directory(ray_cluster, tmp_path):
-    config = load_config(
+def _small_config(tmp_path, *overrides: str):
+    """2 actors x 4 envs x 8 steps: 64 frames an update, 10 updates."""
+    return load_config(
         None,
         [
             "actors.envs_per_actor=4",
@@ -67,8 +68,13 @@ def test_sync_a2c_writes_a_run_directory(ray_cluster, tmp_path):
             "train.total_frames=640",
             "learner.num_threads=1",
             f"train.run_root={tmp_path}",
+            *overrides,
         ],
     )
+
+
+def test_sync_a2c_writes_a_run_directory(ray_cluster, tmp_path):
+    config = _small_config(tmp_path)
     run = RunDir.create(tmp_path, config.name)
     seen = []
     result = SyncA2C(config, run, on_update=seen.append).run()
@@ -235,17 +241,7 @@ def test_an_env_that_always_crashes_ends_the_run_naming_the_error(ray_cluster, t
 
 
 def test_a_dead_learner_restarts_from_the_latest_checkpoint(ray_cluster, tmp_path):
-    config = load_config(
-        None,
-        [
-            "actors.envs_per_actor=4",
-            "actors.segment_length=8",
-            "train.total_frames=640",
-            "learner.num_threads=1",
-            "checkpoint.every_updates=3",
-            f"train.run_root={tmp_path}",
-        ],
-    )
+    config = _small_config(tmp_path, "checkpoint.every_updates=3")
     run = RunDir.create(tmp_path, config.name)
     trainer = SyncA2C(config, run)
 
