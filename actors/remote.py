@@ -8,7 +8,7 @@ import ray
 import torch
 
 from actors.config import ActorConfig, EnvConfig
-from actors.rollout import RolloutWorker
+from actors.rollout import EnvCrashed, RolloutWorker
 from learner.config import ModelConfig
 from learner.core import PolicyWeights, Segment
 
@@ -31,10 +31,16 @@ class RolloutActor:
         self.worker = RolloutWorker(env_config, actor_config, model_config, actor_id, seed)
 
     @ray.method(num_returns=2)
-    def sample(self, weights: PolicyWeights) -> tuple[Segment, int]:
+    def sample(self, weights: PolicyWeights) -> tuple[Segment | None, int | EnvCrashed]:
         """(segment, its frame count). The driver waits on the small second object to learn
-        that a segment is ready, or that sampling failed, without fetching the segment."""
-        segment = self.worker.sample(weights)
+        that a segment is ready, or that sampling failed, without fetching the segment.
+
+        An env that raised has been rebuilt in place, so the actor lives on: that is a
+        result, (None, the crash), not an error that would have the actor replaced."""
+        try:
+            segment = self.worker.sample(weights)
+        except EnvCrashed as crash:
+            return None, crash
         return segment, segment.length * segment.num_envs
 
     def policy_version(self) -> int:

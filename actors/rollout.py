@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import traceback
+
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
@@ -12,9 +15,26 @@ from learner.config import ModelConfig
 from learner.core import PolicyWeights, Segment
 
 
-def actor_seed(seed: int, actor_id: int) -> int:
-    """A per-actor seed; env `i` of the actor is seeded `actor_seed + i` by gymnasium."""
-    return int(np.random.SeedSequence([seed, actor_id]).generate_state(1)[0] & 0x7FFFFFFF)
+def actor_seed(seed: int, actor_id: int, rebuilds: int = 0) -> int:
+    """A per-actor seed; env `i` of the actor is seeded `actor_seed + i` by gymnasium. A
+    rebuilt env gets a new one, so it does not replay the episode that crashed it."""
+    entropy = [seed, actor_id, rebuilds] if rebuilds else [seed, actor_id]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class EnvCrashed(RuntimeError):
+    """An env raised in `step` or its autoreset. The worker has rebuilt its envs and dropped
+    the partial segment; this carries what happened to the driver."""
+
+    def __init__(self, actor_id: int, env_id: str, trace: str) -> None:
+        super().__init__(actor_id, env_id, trace)
+        self.actor_id, self.env_id, self.trace = actor_id, env_id, trace
+
+    def __str__(self) -> str:
+        return (
+            f"env {self.env_id} raised in actor {self.actor_id} (rebuilt; its partial segment "
+            f"was dropped):\n{self.trace}"
+        )
 
 
 class RolloutWorker:
@@ -34,20 +54,42 @@ class RolloutWorker:
         seed: int = 0,
     ) -> None:
         self.actor_id = actor_id
+        self.env_config, self.envs_per_actor, self.seed = (
+            env_config,
+            actor_config.envs_per_actor,
+            seed,
+        )
         self.segment_length = actor_config.segment_length
-        self.env = make_vector_env(env_config, actor_config.envs_per_actor)
-        self.next_step_reset = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
+        self.rebuilds = 0
+        self._start_envs()
         space = self.env.single_observation_space
         self.obs_dtype = np.uint8 if space.dtype == np.uint8 else np.float32
         self.obs_shape = space.shape
         s = actor_seed(seed, actor_id)
         self.policy = ActorPolicy(model_config, space, self.env.single_action_space, seed=s)
-        obs, _ = self.env.reset(seed=s)
+        self._reset_envs()
+
+    def _start_envs(self) -> None:
+        self.env = make_vector_env(self.env_config, self.envs_per_actor)
+        self.next_step_reset = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
+
+    def _reset_envs(self) -> None:
+        obs, _ = self.env.reset(seed=actor_seed(self.seed, self.actor_id, self.rebuilds))
         self.obs = np.asarray(obs, dtype=self.obs_dtype)
         b = self.env.num_envs
         self.episode_return = np.zeros(b, dtype=np.float64)
         self.episode_length = np.zeros(b, dtype=np.int64)
         self.resetting = np.zeros(b, dtype=bool)  # NEXT_STEP: next step of these envs resets
+
+    def _rebuild(self) -> None:
+        """Replace envs that raised with fresh ones: a vector env is not safe to step again
+        after one of its envs failed halfway. Episodes in progress are lost. If building or
+        resetting fails too, that error propagates: the actor is then replaced whole."""
+        with contextlib.suppress(Exception):  # a broken env may not close cleanly
+            self.env.close()
+        self.rebuilds += 1
+        self._start_envs()
+        self._reset_envs()
 
     @property
     def num_envs(self) -> int:
@@ -72,7 +114,12 @@ class RolloutWorker:
         for t in range(t_len):
             obs[t] = self.obs
             actions[t], logp[t] = self.policy.act(obs[t])
-            next_obs, reward, term, trunc, info = self.env.step(actions[t])
+            try:
+                next_obs, reward, term, trunc, info = self.env.step(actions[t])
+            except Exception:
+                trace = traceback.format_exc()
+                self._rebuild()
+                raise EnvCrashed(self.actor_id, self.env_config.id, trace) from None
             rewards[t], terminated[t], truncated[t] = reward, term, trunc
             if self.next_step_reset:
                 valid[t] = ~self.resetting

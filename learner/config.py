@@ -71,6 +71,17 @@ class LearnerConfig:
     """Torch threads for the update on CPU; 0 uses every core of the learner's node."""
     num_cpus: float = 1.0
     """CPUs the learner actor reserves in Ray."""
+    vtrace: bool | None = None
+    """Off-policy correction with V-trace (importance weights and targets from the behaviour
+    and current log-probs). None: on in async mode, off in sync mode (where the two policies
+    are the same and V-trace reduces to n-step returns)."""
+    rho_bar: float = 1.0
+    """V-trace: truncation of the importance weights (TD errors and policy gradient)."""
+    c_bar: float = 1.0
+    """V-trace: truncation of the trace coefficients."""
+    max_policy_lag: int = 8
+    """Leave out segments whose policy is more than this many versions behind the learner's
+    (counted in learner/stale_segments); 0: keep all. Sync mode has no lag."""
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -112,3 +123,11 @@ class LearnerConfig:
         )
         require(self.num_threads >= 0, "learner.num_threads", self.num_threads, "an integer >= 0")
         require(self.num_cpus >= 0, "learner.num_cpus", self.num_cpus, "a number >= 0")
+        require(self.rho_bar > 0, "learner.rho_bar", self.rho_bar, "a number > 0, e.g. 1.0")
+        require(self.c_bar > 0, "learner.c_bar", self.c_bar, "a number > 0, e.g. 1.0")
+        require(
+            self.max_policy_lag >= 0,
+            "learner.max_policy_lag",
+            self.max_policy_lag,
+            "an integer >= 0 (0: no limit)",
+        )

@@ -15,7 +15,7 @@ from learner.config import LearnerConfig
 from learner.core import PolicyWeights, Segment, SegmentError
 from learner.losses import a2c_loss, total_loss
 from learner.model import build_model, state_to_numpy
-from learner.returns import gae_advantages, nstep_returns
+from learner.returns import gae_advantages, nstep_returns, vtrace
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,6 +40,7 @@ _LOSS_STATS = (
     M.GRAD_NORM,
     M.ADVANTAGE_MEAN,
     M.VALUE_MEAN,
+    M.RHO_MEAN,
 )
 
 
@@ -77,6 +78,7 @@ class Learner:
         self.version = 0
         self.skipped_updates = 0
         self.rejected_segments = 0
+        self.stale_segments = 0
         self.obs_shape = tuple(observation_space.shape)
         self.num_actions = int(action_space.n)
         self._weights: PolicyWeights | None = None
@@ -97,6 +99,7 @@ class Learner:
             "version": self.version,
             "skipped_updates": self.skipped_updates,
             "rejected_segments": self.rejected_segments,
+            "stale_segments": self.stale_segments,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -107,6 +110,7 @@ class Learner:
         self.version = int(state["version"])
         self.skipped_updates = int(state["skipped_updates"])
         self.rejected_segments = int(state["rejected_segments"])
+        self.stale_segments = int(state.get("stale_segments", 0))  # not in older checkpoints
         torch.set_rng_state(state["torch_rng"])
         self._weights = None
 
@@ -148,8 +152,9 @@ class Learner:
         start = time.perf_counter()
         segments, rejections = self.screen(segments)
         self.rejected_segments += len(rejections)
+        segments, lag = self._drop_stale(segments)
         if not segments:
-            return self._no_step(rejections, start)
+            return {**self._no_step(rejections, start), **lag}
         batch = _Batch.collate(segments, self.device)
         cfg = self.config
         t, n = batch.rewards.shape
@@ -162,28 +167,40 @@ class Learner:
             if batch.final_index.numel():
                 final_values.view(-1)[batch.final_index] = self.model.value(batch.final_obs)
             args = (batch.rewards, values.detach(), batch.terminated, batch.truncated, final_values)
-            if cfg.gae_lambda == 1.0:
+            rhos = None
+            if cfg.vtrace:
+                taken = logits.detach().log_softmax(-1).gather(2, batch.actions.unsqueeze(-1))
+                off = vtrace(
+                    batch.behaviour_logp,
+                    taken.squeeze(-1).to(batch.behaviour_logp.dtype),
+                    *args,
+                    gamma=cfg.gamma,
+                    rho_bar=cfg.rho_bar,
+                    c_bar=cfg.c_bar,
+                    lam=cfg.gae_lambda,
+                )
+                advantages, returns, rhos = off.pg_advantages, off.vs, off.rhos
+            elif cfg.gae_lambda == 1.0:
                 returns = nstep_returns(*args, gamma=cfg.gamma)
                 advantages = returns - values[:-1].detach()
             else:
                 advantages, returns = gae_advantages(*args, gamma=cfg.gamma, lam=cfg.gae_lambda)
 
         logits, values = logits.reshape(t * n, -1), values[:-1].reshape(t * n)
-        actions, advantages, returns = (
-            batch.actions.reshape(-1),
-            advantages.reshape(-1),
-            returns.reshape(-1),
+        rhos = torch.ones_like(returns) if rhos is None else rhos
+        actions, advantages, returns, rhos = (
+            x.reshape(-1) for x in (batch.actions, advantages, returns, rhos)
         )
         if batch.valid is not None:  # drop the reset steps of NEXT_STEP vector envs
             keep = batch.valid.reshape(-1)
-            logits, values, actions, advantages, returns = (
-                x[keep] for x in (logits, values, actions, advantages, returns)
+            logits, values, actions, advantages, returns, rhos = (
+                x[keep] for x in (logits, values, actions, advantages, returns, rhos)
             )
         advantage_mean = advantages.mean().item()
         if cfg.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-        loss = a2c_loss(logits, actions, values, advantages, returns)
+        loss = a2c_loss(logits, actions, values, advantages, returns, rhos if cfg.vtrace else None)
         total = total_loss(loss, cfg.value_coef, cfg.entropy_coef)
         self.optimizer.zero_grad(set_to_none=True)
         grad_norm = torch.tensor(float("nan"))
@@ -209,6 +226,8 @@ class Learner:
             M.GRAD_NORM: grad_norm.item(),
             M.ADVANTAGE_MEAN: advantage_mean,
             M.VALUE_MEAN: values.mean().item(),
+            M.RHO_MEAN: rhos.mean().item(),
+            **lag,
             M.POLICY_VERSION: self.version,
             M.SKIPPED_UPDATES: self.skipped_updates,
             M.UPDATE_TIME: time.perf_counter() - start,
@@ -217,6 +236,20 @@ class Learner:
             M.EPISODE_LENGTH: lengths_done,
             M.SEGMENTS_REJECTED: self.rejected_segments,
             M.REJECTIONS: rejections,
+        }
+
+    def _drop_stale(self, segments: list[Segment]) -> tuple[list[Segment], dict]:
+        """Leave out segments more than `max_policy_lag` versions behind; the lag statistics
+        of all of them. (After a restart from a checkpoint a segment can be ahead of the
+        learner: its lag counts as 0.)"""
+        lags = [max(0, self.version - s.policy_version) for s in segments]
+        limit = self.config.max_policy_lag
+        fresh = [s for s, lag in zip(segments, lags, strict=True) if not limit or lag <= limit]
+        self.stale_segments += len(segments) - len(fresh)
+        return fresh, {
+            M.POLICY_LAG_MEAN: float(np.mean(lags)) if lags else float("nan"),
+            M.POLICY_LAG_MAX: max(lags, default=0),
+            M.STALE_SEGMENTS: self.stale_segments,
         }
 
     def _no_step(self, rejections: list[str], start: float) -> dict:
@@ -276,6 +309,7 @@ class _Batch:
         return cls(
             obs=cat("obs"),
             actions=cat("actions"),
+            behaviour_logp=cat("behaviour_logp"),
             rewards=cat("rewards"),
             terminated=cat("terminated"),
             truncated=cat("truncated"),

@@ -32,12 +32,15 @@ def a2c_loss(
         values:     [N] V(s) predicted by the critic (gradients flow).
         advantages: [N] treated as constants.
         returns:    [N] value targets, treated as constants.
-        weights:    [N] optional per-sample weights (e.g. importance weights); 1 when None.
+        weights:    [N] optional importance weights of the policy gradient (V-trace's
+                    truncated rho), treated as constants; 1 when None. They correct the
+                    gradient of off-policy samples; the value and entropy terms are not
+                    weighted (as in IMPALA), the value targets carry their own correction.
 
     Returns:
         policy_loss  = -mean(log pi(a|s) * adv * w)
-        value_loss   =  mean((R - V)^2 * w)
-        entropy_loss =  mean(H(pi(.|s)) * w)
+        value_loss   =  mean((R - V)^2)
+        entropy_loss =  mean(H(pi(.|s)))
     """
     n = logits.shape[0]
     if logits.ndim != 2 or any(t.shape != (n,) for t in (actions, values, advantages, returns)):
@@ -52,8 +55,8 @@ def a2c_loss(
     entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
     return A2CLoss(
         policy_loss=-(taken * advantages.detach() * w).mean(),
-        value_loss=((returns.detach() - values).pow(2) * w).mean(),
-        entropy_loss=(entropy * w).mean(),
+        value_loss=(returns.detach() - values).pow(2).mean(),
+        entropy_loss=entropy.mean(),
     )
 
 

@@ -9,6 +9,8 @@ wins.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -83,6 +85,75 @@ def gae_advantages(
         acc = deltas[t] + keep[t] * acc
         advantages[t] = acc
     return advantages, advantages + values[:-1]
+
+
+class VTrace(NamedTuple):
+    """V-trace targets, each `[T, B]`."""
+
+    vs: torch.Tensor
+    """Value targets v_s."""
+    pg_advantages: torch.Tensor
+    """r_t + gamma * X_t - V(s_t), X_t the continuation with v_{t+1} in place of V(s_{t+1})."""
+    rhos: torch.Tensor
+    """Truncated importance weights min(rho_bar, pi/mu): the policy gradient's weights."""
+
+
+def vtrace(
+    behaviour_logp: torch.Tensor,
+    target_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+    lam: float = 1.0,
+) -> VTrace:
+    """V-trace off-policy targets (Espeholt et al. 2018, IMPALA), with episode ends as in
+    `nstep_returns`.
+
+    Args:
+        behaviour_logp: [T, B] log mu(a_t|s_t) of the policy that acted.
+        target_logp:    [T, B] log pi(a_t|s_t) of the policy being learned.
+        rewards, values, terminated, truncated, final_values, gamma: as in `nstep_returns`.
+        rho_bar:        truncation of the importance weights in the TD errors and the policy
+                        gradient (sets the fixed point the value converges to).
+        c_bar:          truncation of the trace coefficients (sets the contraction speed).
+        lam:            scales the traces, c_t = lam * min(c_bar, pi/mu) (IMPALA's lambda).
+
+    With rho_t = min(rho_bar, pi/mu), c_t = lam * min(c_bar, pi/mu) and
+    delta_t = rho_t (r_t + gamma X_t - V(s_t)), X_t the continuation value (0 if terminated,
+    V(final obs) if truncated, else V(s_{t+1})):
+
+        v_t - V(s_t) = delta_t + gamma c_t (v_{t+1} - V(s_{t+1})), cut at episode ends,
+        v_T = V(s_T).
+
+    When mu == pi (and rho_bar, c_bar >= 1, lam = 1), v_t equals `nstep_returns` and
+    pg_advantages equal the n-step advantages.
+    """
+    _check_shapes(rewards, values, terminated, truncated, final_values)
+    for name, x in (("behaviour_logp", behaviour_logp), ("target_logp", target_logp)):
+        if x.shape != rewards.shape:
+            raise ValueError(f"{name} must be [T, B] = {tuple(rewards.shape)}")
+    ratio = torch.exp(target_logp - behaviour_logp)
+    rhos = ratio.clamp(max=rho_bar)
+    cs = lam * ratio.clamp(max=c_bar)
+    cut = terminated | truncated
+    deltas = rhos * (rewards + gamma * _continuation(values, terminated, truncated, final_values))
+    deltas = deltas - rhos * values[:-1]
+    keep = (~cut).to(rewards.dtype) * gamma * cs
+    corrections = torch.empty_like(rewards)
+    acc = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        acc = deltas[t] + keep[t] * acc
+        corrections[t] = acc
+    vs = values[:-1] + corrections
+    next_vs = torch.cat([vs[1:], values[-1:]])
+    cont = torch.where(truncated, final_values, next_vs)
+    cont = torch.where(terminated, torch.zeros_like(cont), cont)
+    return VTrace(vs=vs, pg_advantages=rewards + gamma * cont - values[:-1], rhos=rhos)
 
 
 def _check_shapes(rewards, values, terminated, truncated, final_values) -> None:

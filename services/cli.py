@@ -16,33 +16,61 @@ from services.control import RunConflict, RunNotFound
 from services.jobs import JobApiError, JobNotFound
 
 
+def _resumed(target: str, overrides: Sequence[str]):
+    """(config, latest checkpoint, run directory) for `--resume RUN_DIR`, or for
+    `--resume STORAGE_URL/RUN_ID` when the run directory is gone with its node: then the
+    config comes from the checkpoint and the run directory is made anew under run_root."""
+    from services.checkpoint import Checkpoints
+    from services.config import load_config, with_overrides
+    from services.rundir import CONFIG_FILE
+
+    if "://" in target:
+        url = target.rstrip("/")
+        parent, _, run_id = url.rpartition("/")
+        options = load_config(None, overrides).checkpoint.storage_options
+        store = Checkpoints(url, storage_options=options)
+        latest = store.latest()
+        if latest is None:
+            raise ConfigError(f"--resume {target}: no readable checkpoint there")
+        config = with_overrides(latest.config, [*overrides, f"checkpoint.storage={parent}"])
+        run_path = Path(config.train.run_root).expanduser() / run_id
+    else:
+        run_path = Path(target).resolve()
+        config_file = run_path / CONFIG_FILE
+        if not config_file.is_file():
+            raise ConfigError(f"--resume {target}: not a run directory (no {CONFIG_FILE})")
+        config = load_config(config_file, overrides)
+        ckpt = config.checkpoint
+        store = Checkpoints.for_run(run_path, ckpt.storage, ckpt.keep, ckpt.storage_options)
+        latest = store.latest()
+        if latest is None:
+            raise ConfigError(f"--resume {target}: no readable checkpoint in {store.location}")
+    store.check()  # it will be written to: read-only credentials fail now, not at every save
+    return config, latest, run_path
+
+
 def _train(args: argparse.Namespace) -> int:
     from services.config import load_config
 
     # Validate before the heavy imports (torch, Ray): a typo answers in well under a second.
     resume_from = None
     if args.resume:
-        from services.rundir import CONFIG_FILE
-
-        config_file = Path(args.resume) / CONFIG_FILE
-        if not config_file.is_file():
-            raise ConfigError(f"--resume {args.resume}: not a run directory (no {CONFIG_FILE})")
-        config = load_config(config_file, args.set or ())
+        config, resume_from, run_path = _resumed(args.resume, args.set or ())
     else:
         config = load_config(args.config, args.set or ())
 
     from services.checkpoint import Checkpoints
     from services.cluster import ray_connection
     from services.keeper import LearnerFailed
+    from services.resources import check_resources
+    from services.rounds import ActorFailures
     from services.rundir import RunDir
-    from services.trainer import ActorFailures, SyncA2C, check_run
+    from services.trainer import SyncA2C, check_run
 
-    if args.resume:
-        resume_from = Checkpoints(args.resume).latest()
-        if resume_from is None:
-            raise ConfigError(
-                f"--resume {args.resume}: no readable checkpoint in {args.resume}/checkpoints"
-            )
+    ckpt = config.checkpoint
+    if not args.resume and ckpt.storage is not None:
+        # Fail now, not after the first checkpoint's worth of training.
+        Checkpoints(ckpt.storage, storage_options=ckpt.storage_options).check()
 
     try:
         check_run(config)
@@ -53,16 +81,18 @@ def _train(args: argparse.Namespace) -> int:
 
     run_dir = None
     try:
-        with ray_connection(config, args.address):
+        with ray_connection(config, args.address) as started_here:
+            check_resources(config, can_grow=not started_here)
             # `troupe stop`/`ray job stop` send SIGTERM. Raised as SystemExit it unwinds the
             # run, which saves a final checkpoint and stops its actors. (Set after connecting:
             # ray.init installs a handler that dumps a stack trace and dies.)
             signal.signal(signal.SIGTERM, _terminate)
             if resume_from is not None:
-                run_dir = RunDir(args.resume)
+                run_path.mkdir(parents=True, exist_ok=True)
+                run_dir = RunDir(run_path)
                 counters = resume_from.counters
                 print(
-                    f"troupe: resuming {run_dir.path} from {resume_from.path.name} "
+                    f"troupe: resuming {run_dir.path} from {resume_from.name} "
                     f"({counters['frames']:,} frames, {counters['updates']} updates)",
                     flush=True,
                 )
@@ -182,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="run config YAML (default: built-in CartPole defaults)")
     source.add_argument(
         "--resume",
-        metavar="RUN_DIR",
-        help="continue a run from its latest readable checkpoint (its config, plus --set)",
+        metavar="RUN_DIR|URL",
+        help="continue a run from its latest readable checkpoint (its config, plus --set): "
+        "its run directory, or STORAGE_URL/RUN_ID if that is lost",
     )
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     train.add_argument(

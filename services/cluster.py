@@ -35,17 +35,17 @@ def cpus_needed(config: RunConfig) -> float:
 
 
 @contextmanager
-def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[str]:
+def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[bool]:
     """Connect to `address` (or RAY_ADDRESS); with neither, start a local Ray in this process.
 
     The embedded cluster gets as many logical CPUs as the machine has cores, or as the run
     reserves if that is more: in sync A2C the actors sample while the learner waits and the
     learner updates while the actors wait, so the reservations never all run at once.
-    Yields the address of the cluster; a cluster started here is stopped on exit.
+    Yields whether the cluster was started here (then it cannot grow), and stops it on exit.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
-        yield ray.get_runtime_context().gcs_address
+        yield False
         return
     if address:
         _join(address, log_to_driver=True)
@@ -58,7 +58,7 @@ def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[st
             logging_level=logging.WARNING,
         )
     try:
-        yield ray.get_runtime_context().gcs_address
+        yield not address
     finally:
         ray.shutdown()
 

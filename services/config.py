@@ -8,9 +8,11 @@ and type-checks values, and lets each component validate its own ranges. Every f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +110,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    """When the run saves what it has learned (in RUN_DIR/checkpoints/)."""
+    """When and where the run saves what it has learned."""
 
     every_updates: int = 200
     """Save after this many updates (0: not by count)."""
@@ -116,8 +118,26 @@ class CheckpointConfig:
     """Save when this many seconds have passed since the last save (0: not by time)."""
     keep: int = 3
     """Checkpoints kept; older ones are deleted."""
+    storage: str | None = None
+    """Where checkpoints go. None: RUN_DIR/checkpoints/. Otherwise an absolute path or an
+    fsspec URL (`s3://bucket/prefix`, needs the `s3` extra; `gs://`, with gcsfs), under which
+    each run gets a folder named after its run directory. Remote storage outlives the node that
+    holds the run directory."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """Passed to the filesystem, e.g. {endpoint_url: http://minio:9000} for an S3-compatible
+    server. Keep credentials out of the config: s3fs reads them from the environment."""
 
     def __post_init__(self) -> None:
+        if self.storage is not None:
+            _check_storage(self.storage)
+        secrets = sorted(k for k in self.storage_options if _SECRET.search(str(k)))
+        require(
+            not secrets,
+            "checkpoint.storage_options",
+            secrets,
+            "no credentials: they would be written to config.yaml and every checkpoint. Set "
+            "them in the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+        )
         require(
             self.every_updates >= 0,
             "checkpoint.every_updates",
@@ -126,6 +146,30 @@ class CheckpointConfig:
         )
         require(self.every_s >= 0, "checkpoint.every_s", self.every_s, "a number of seconds >= 0")
         require(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
+
+
+_SECRET = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
+
+
+def _check_storage(storage: str) -> None:
+    import fsspec
+
+    protocol, sep, rest = storage.partition("://")
+    if sep:
+        require(
+            protocol in fsspec.available_protocols() and bool(rest.strip("/")),
+            "checkpoint.storage",
+            storage,
+            "an absolute path or a URL fsspec knows, e.g. s3://bucket/prefix",
+        )
+    else:
+        require(
+            Path(storage).expanduser().is_absolute(),
+            "checkpoint.storage",
+            storage,
+            "an absolute path (a job's working directory is temporary) or a URL such as "
+            "s3://bucket/prefix",
+        )
 
 
 @dataclass(frozen=True)
@@ -171,6 +215,12 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             raise ConfigError(
                 f"{path} must hold a mapping of config sections, got {type(data).__name__}"
             )
+    return with_overrides(data, overrides)
+
+
+def with_overrides(data: dict[str, Any], overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """A run config from plain data (e.g. a checkpoint's) with `k=v` overrides applied."""
+    data = copy.deepcopy(data)
     for item in overrides:
         _apply_override(data, item)
     return from_dict(data)

@@ -61,7 +61,7 @@ class LearnerKeeper:
             )
         ray.kill(self.handle, no_restart=True)
         latest = self.checkpoints.latest()
-        where = f"from {latest.path.name}" if latest else "from scratch (no checkpoint yet)"
+        where = f"from {latest.name}" if latest else "from scratch (no checkpoint yet)"
         log.warning("the learner died (%s); restarting it %s", cause, where)
         self.handle = self._spawn(latest.learner if latest else None)
         self._skipped = latest.learner["skipped_updates"] if latest else 0

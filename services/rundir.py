@@ -4,6 +4,7 @@ the final model."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ class RunDir:
         if self._metrics is None:
             self._metrics = open(self.path / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
             from tensorboardX import SummaryWriter
+
+            # NaN/inf (a skipped update's loss) is written on purpose, so the skip shows in
+            # TensorBoard; tensorboardX would warn about each one.
+            logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
             self._events = SummaryWriter(str(self.path), flush_secs=5)
         self._metrics.write(json.dumps(json_safe(record), allow_nan=False) + "\n")

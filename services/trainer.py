@@ -27,6 +27,7 @@ from services.config import RunConfig
 from services.fleet import ActorFleet
 from services.keeper import LearnerKeeper
 from services.registry import RunLink, spawn_control
+from services.rounds import Rounds
 from services.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ REPORT_INTERVAL_S = 0.25
 """How often the loop reports metrics to its `RunControl` and takes the wanted actor count."""
 STARTUP_GRACE_S = 30.0
 """At start, how long to wait for every actor before training with those that are up."""
-
-
-class ActorFailures(RuntimeError):
-    """Rollout actors kept failing (`train.max_actor_failures`); names the last failure."""
 
 
 @dataclass(frozen=True)
@@ -93,16 +90,21 @@ class SyncA2C:
         self.run_id = run_dir.path.name
         self.resume = resume
         self.keeper: LearnerKeeper | None = None
-        self.checkpoints = Checkpoints(run_dir.path, config.checkpoint.keep)
+        ckpt = config.checkpoint
+        self.checkpoints = Checkpoints.for_run(
+            run_dir.path, ckpt.storage, ckpt.keep, ckpt.storage_options
+        )
         self._progress = dict(
             resume.counters
             if resume
             else {"frames": 0, "updates": 0, "episodes": 0, "wall_time_s": 0.0}
         )
-        self._saved = (self._progress["updates"], time.monotonic())
+        # (updates, time) of the last checkpoint attempt, which schedules the next; and the
+        # updates the newest checkpoint holds.
+        self._tried = (self._progress["updates"], time.monotonic())
+        self._saved_updates = self._progress["updates"]
+        self._has_checkpoint = resume is not None
         self._evaluations = 0
-        self._segments_dropped = 0
-        self._failed_rounds = 0
         self._last_record: dict[str, Any] = {}
 
     def run(self) -> TrainResult:
@@ -157,6 +159,7 @@ class SyncA2C:
         start = last_eval = last_report = time.perf_counter()
         link.exchange({})
         target_actors = self.config.actors.num_actors
+        rounds = Rounds(train, fleet)
         frames, updates, episodes = (self._progress[k] for k in ("frames", "updates", "episodes"))
         wall_before = self._progress["wall_time_s"]
         eval_s, eval_return, streak = 0.0, float("nan"), 0
@@ -170,9 +173,9 @@ class SyncA2C:
             # Nothing else is in flight while the driver evaluates, so evaluation time can be
             # taken out of the training clock exactly. (Queueing the next round before reading
             # the statistics measured no faster.)
-            segments, failure = self._sample(fleet, actors, weights_ref)
+            segments, failure = rounds.sample(actors, weights_ref)
             if not segments:
-                self._count_round(failure)
+                rounds.count(failure)
                 continue  # every actor failed; their replacements join once up
             update = keeper.handle.update.options(num_returns=2)
             stats_ref, weights_ref = update.remote(*segments)
@@ -184,7 +187,7 @@ class SyncA2C:
             weights_ref = keeper.after_update(stats) or weights_ref
             for reason in stats[M.REJECTIONS]:
                 log.warning("the learner left out a segment: %s", reason)
-            self._count_round(failure or (stats[M.REJECTIONS] or [None])[-1])
+            rounds.count(failure or (stats[M.REJECTIONS] or [None])[-1])
             frames += stats[M.BATCH_FRAMES]
             updates += 1
             episodes += len(stats[M.EPISODE_RETURN])
@@ -201,9 +204,10 @@ class SyncA2C:
                 M.ACTORS_LIVE: len(actors),
                 M.ACTORS_PENDING: fleet.pending,
                 M.ACTORS_TARGET: target_actors,
-                M.SEGMENTS_DROPPED: self._segments_dropped,
+                M.SEGMENTS_DROPPED: rounds.segments_dropped,
                 M.ACTOR_START_FAILURES: fleet.failed_starts,
                 M.ACTOR_RESTARTS: fleet.restarts,
+                M.ENV_REBUILDS: rounds.env_rebuilds,
                 M.LEARNER_RESTARTS: keeper.restarts,
                 M.ROLLBACKS: keeper.rollbacks,
             }
@@ -266,7 +270,7 @@ class SyncA2C:
 
     def _maybe_checkpoint(self, keeper: LearnerKeeper, fleet: ActorFleet) -> None:
         every = self.config.checkpoint
-        updates, at = self._saved
+        updates, at = self._tried
         since = self._progress["updates"] - updates
         due_count = every.every_updates and since >= every.every_updates
         due_time = every.every_s and time.monotonic() - at >= every.every_s
@@ -278,7 +282,7 @@ class SyncA2C:
     ) -> None:
         """Save the learner's state with the run's counters. A final save (the run ends,
         fails or is stopped) is best effort: the learner may be the thing that failed."""
-        if final and self._saved[0] == self._progress["updates"] and self.checkpoints.paths():
+        if final and self._saved_updates == self._progress["updates"] and self._has_checkpoint:
             return  # nothing learned since the last save
         try:
             state = ray.get(keeper.handle.state.remote(), timeout=30)
@@ -288,49 +292,16 @@ class SyncA2C:
             log.warning("no final checkpoint: the learner did not answer (%s)", err)
             return
         counters = {**self._progress, "next_actor_id": fleet.next_id if fleet else 0}
-        path = self.checkpoints.save(state, counters, self.config.to_dict())
-        self._saved = (self._progress["updates"], time.monotonic())
+        self._tried = (self._progress["updates"], time.monotonic())
+        try:
+            path = self.checkpoints.save(state, counters, self.config.to_dict())
+        except Exception as err:  # storage down or full: train on, try again when next due
+            log.error("checkpoint to %s failed: %s", self.checkpoints.location, err)
+            return
+        self._saved_updates = self._progress["updates"]
+        self._has_checkpoint = True
         keeper.checkpoint_saved()
         log.info("checkpoint %s", path)
-
-    def _sample(self, fleet: ActorFleet, actors: list, weights_ref) -> tuple[list, object]:
-        """One segment ref from each live actor that delivers within `train.sample_timeout_s`,
-        and the last failure (None if none). An actor that fails (its process died, its env
-        raised) or stalls is replaced and its segment dropped, so the update goes ahead with
-        the others."""
-        train = self.config.train
-        calls = [(actor_id, *handle.sample.remote(weights_ref)) for actor_id, handle in actors]
-        receipts = [receipt for _, _, receipt in calls]
-        ready, _ = ray.wait(receipts, num_returns=len(receipts), timeout=train.sample_timeout_s)
-        ready = set(ready)
-        segments, failure = [], None
-        for actor_id, segment, receipt in calls:
-            why = f"no segment within train.sample_timeout_s={train.sample_timeout_s}s"
-            if receipt in ready:
-                try:
-                    ray.get(receipt)
-                    segments.append(segment)
-                    continue
-                except ray.exceptions.RayError as err:
-                    why = err
-            self._segments_dropped += 1
-            failure = why
-            fleet.replace(actor_id, why)
-        return segments, failure
-
-    def _count_round(self, failure: object | None) -> None:
-        """A round in which an actor failed or sent a segment the learner left out counts
-        against `train.max_actor_failures`; a clean update resets the count."""
-        limit = self.config.train.max_actor_failures
-        if failure is None:
-            self._failed_rounds = 0
-            return
-        self._failed_rounds += 1
-        if self._failed_rounds > limit:
-            raise ActorFailures(
-                f"rollout actors failed or sent malformed segments in {self._failed_rounds} "
-                f"rounds in a row (train.max_actor_failures={limit}); the last: {failure}"
-            )
 
     def _should_eval(self, window: deque, since_eval: float, stats: dict) -> bool:
         """Evaluate on the interval, and as soon as training returns reach the target (the

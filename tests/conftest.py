@@ -62,3 +62,39 @@ def cli_env(tmp_path) -> dict[str, str]:
 @pytest.fixture
 def troupe_cmd() -> list[str]:
     return [sys.executable, "-m", "services.cli"]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A local S3-compatible server (moto's), speaking the real S3 protocol over HTTP."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch) -> dict:
+    """A fresh bucket on the local S3 server, with credentials in the environment (as a user
+    would have them) and the endpoint as checkpoint.storage_options. Yields the bucket URL and
+    the options."""
+    import boto3
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "troupe-test",
+        "AWS_SECRET_ACCESS_KEY": "troupe-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"troupe-{secrets.token_hex(4)}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    return {"url": f"s3://{bucket}", "options": {"endpoint_url": s3_endpoint}}

@@ -1,10 +1,16 @@
-"""Checkpoint files: atomic, the last K kept, a torn or corrupt one skipped."""
+"""Checkpoint files: atomic, the last K kept, a torn or corrupt one skipped; on a local
+folder and on an S3-compatible server."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
-from services.checkpoint import Checkpoints
+from learner.config import ConfigError
+from services.checkpoint import Checkpoints, StorageError
+from services.config import load_config
 
 
 def _save(store: Checkpoints, updates: int) -> None:
@@ -12,32 +18,88 @@ def _save(store: Checkpoints, updates: int) -> None:
     store.save(learner, {"frames": 10 * updates, "updates": updates}, {"name": "t"})
 
 
-def test_the_newest_is_loaded_and_only_the_last_k_are_kept(tmp_path):
-    store = Checkpoints(tmp_path, keep=2)
+def _names(store: Checkpoints) -> list[str]:
+    return [Path(p).name for p in store.paths()]
+
+
+def _keeps_the_last_k(store: Checkpoints) -> None:
     assert store.latest() is None
     for updates in (5, 10, 15):
         _save(store, updates)
-    assert [p.name for p in store.paths()] == ["ckpt-000000010.pt", "ckpt-000000015.pt"]
+    assert _names(store) == ["ckpt-000000010.pt", "ckpt-000000015.pt"]
     latest = store.latest()
+    assert latest.name == "ckpt-000000015.pt"
     assert latest.counters == {"frames": 150, "updates": 15}
     assert latest.learner["version"] == 15 and latest.config == {"name": "t"}
     assert torch.equal(latest.learner["model"]["w"], torch.full((3,), 15.0))
-    assert not list(store.folder.glob("*.tmp"))
 
 
-def test_a_torn_or_foreign_checkpoint_is_skipped_for_the_one_before(tmp_path, caplog):
-    store = Checkpoints(tmp_path, keep=3)
+def _skips_torn_and_foreign(store: Checkpoints, caplog) -> None:
     for updates in (5, 10, 15):
         _save(store, updates)
     newest, middle, _ = reversed(store.paths())
-    newest.write_bytes(newest.read_bytes()[:100])  # torn
-    torch.save({"format": 99}, middle)  # written by something else
+    store.fs.pipe_file(newest, store.fs.cat_file(newest)[:100])  # torn
+    with store.fs.open(middle, "wb") as out:
+        torch.save({"format": 99}, out)  # written by something else
     assert store.latest().counters["updates"] == 5
     assert "ckpt-000000015.pt" in caplog.text and "ckpt-000000010.pt" in caplog.text
 
 
+def test_the_newest_is_loaded_and_only_the_last_k_are_kept(tmp_path):
+    store = Checkpoints.for_run(tmp_path / "run-1", keep=2)
+    _keeps_the_last_k(store)
+    assert store.folder == str(tmp_path / "run-1" / "checkpoints")
+    assert not list((tmp_path / "run-1" / "checkpoints").glob("*.tmp"))
+
+
+def test_a_torn_or_foreign_checkpoint_is_skipped_for_the_one_before(tmp_path, caplog):
+    _skips_torn_and_foreign(Checkpoints.for_run(tmp_path, keep=3), caplog)
+
+
 def test_a_leftover_temp_file_is_not_a_checkpoint(tmp_path):
-    store = Checkpoints(tmp_path)
+    store = Checkpoints.for_run(tmp_path)
     _save(store, 5)
-    (store.folder / "ckpt-000000010.tmp").write_bytes(b"half a write")
+    (tmp_path / "checkpoints" / "ckpt-000000010.tmp").write_bytes(b"half a write")
     assert store.latest().counters["updates"] == 5
+
+
+def test_s3_storage_keeps_the_last_k_under_the_run_id(s3_bucket):
+    storage = s3_bucket["url"] + "/team/runs/"
+    store = Checkpoints.for_run("/runs/cartpole-1", storage, 2, s3_bucket["options"])
+    store.check()
+    _keeps_the_last_k(store)
+    assert store.latest().path == s3_bucket["url"] + "/team/runs/cartpole-1/ckpt-000000015.pt"
+    # What a fresh process (a resumed run, another node) sees: no cached filesystem.
+    fresh = {**s3_bucket["options"], "skip_instance_cache": True}
+    again = Checkpoints.for_run("/elsewhere/cartpole-1", storage, 2, fresh)
+    assert again.fs is not store.fs
+    assert again.latest().counters["updates"] == 15
+    assert _names(again) == ["ckpt-000000010.pt", "ckpt-000000015.pt"]  # no probe file left
+
+
+def test_s3_storage_skips_a_torn_or_foreign_checkpoint(s3_bucket, caplog):
+    store = Checkpoints.for_run("run-2", s3_bucket["url"], 3, s3_bucket["options"])
+    _skips_torn_and_foreign(store, caplog)
+
+
+def test_unwritable_storage_is_an_error_naming_the_location(s3_bucket):
+    missing = Checkpoints("s3://no-such-bucket/x", storage_options=s3_bucket["options"])
+    with pytest.raises(StorageError, match="s3://no-such-bucket/x.*cannot be written"):
+        missing.check()
+    with pytest.raises(StorageError, match="nope://x"):
+        Checkpoints("nope://x")
+
+
+@pytest.mark.parametrize(
+    ("storage", "match"),
+    [
+        ("relative/ckpts", "absolute path"),
+        ("nope://bucket/x", "a URL fsspec knows"),
+        ("s3://", "a URL fsspec knows"),
+    ],
+)
+def test_storage_is_validated_in_the_config(storage, match):
+    with pytest.raises(ConfigError, match=rf"checkpoint\.storage=.*{match}"):
+        load_config(None, [f"checkpoint.storage={storage}"])
+    load_config(None, ["checkpoint.storage=s3://bucket/prefix"])
+    load_config(None, ["checkpoint.storage=/mnt/shared/ckpts"])

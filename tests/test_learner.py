@@ -49,7 +49,9 @@ def test_update_advances_the_version_and_changes_weights():
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
 def test_repeated_updates_fit_the_value_of_a_fixed_batch(optimizer):
-    learner = Learner(LearnerConfig(optimizer=optimizer, lr=3e-3, gamma=0.9), *SPACES)
+    # The same batch 200 times: its policy falls 200 versions behind, so no lag limit.
+    config = LearnerConfig(optimizer=optimizer, lr=3e-3, gamma=0.9, max_policy_lag=0)
+    learner = Learner(config, *SPACES)
     segments = _segments(learner)
     first = learner.update(segments)[M.LOSS_VALUE]
     for _ in range(200):
@@ -214,3 +216,40 @@ def test_a_learner_restored_from_its_state_continues_exactly(tmp_path):
     assert stats_a[M.LOSS_TOTAL] == stats_b[M.LOSS_TOTAL]
     for k, v in a.get_weights().params.items():
         np.testing.assert_array_equal(v, b.get_weights().params[k])
+
+
+def test_segments_too_far_behind_are_left_out_and_counted():
+    learner = Learner(LearnerConfig(max_policy_lag=2), *SPACES)
+    old = _segments(learner, n=1)[0]  # sampled with version 0
+    for _ in range(3):
+        learner.update(_segments(learner, n=1))
+    fresh = _segments(learner, n=1)[0]
+    stats = learner.update([old, fresh])
+    assert (stats[M.STALE_SEGMENTS], stats[M.POLICY_LAG_MAX]) == (1, 3)
+    assert stats[M.POLICY_LAG_MEAN] == 1.5
+    assert stats[M.BATCH_FRAMES] == fresh.length * fresh.num_envs
+    stats = learner.update([old])  # nothing left: no step, counted, lag still reported
+    assert stats[M.STALE_SEGMENTS] == 2 and stats[M.POLICY_LAG_MAX] == 4
+    assert stats[M.POLICY_VERSION] == 4 and np.isnan(stats[M.LOSS_POLICY])
+
+
+def test_vtrace_on_policy_takes_the_same_step_as_nstep_returns():
+    plain, corrected = (Learner(LearnerConfig(vtrace=v), *SPACES, seed=3) for v in (False, True))
+    segments = _segments(plain)
+    a, b = plain.update(segments), corrected.update(segments)
+    assert b[M.RHO_MEAN] == pytest.approx(1.0, abs=1e-5)
+    for key in (M.LOSS_POLICY, M.LOSS_VALUE, M.ENTROPY):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6)
+    for key, value in plain.get_weights().params.items():
+        np.testing.assert_allclose(corrected.get_weights().params[key], value, atol=1e-5)
+
+
+def test_vtrace_weights_off_policy_segments():
+    learner = Learner(LearnerConfig(vtrace=True, lr=1e-2, max_policy_lag=0), *SPACES)
+    old = _segments(learner)
+    for _ in range(20):
+        learner.update(_segments(learner))
+    stats = learner.update(old)  # behaviour policy: version 0; learner: version 20
+    assert stats[M.POLICY_LAG_MAX] == 20
+    assert 0.0 < stats[M.RHO_MEAN] < 1.0  # truncated at rho_bar = 1, below it where pi < mu
+    assert np.isfinite(stats[M.LOSS_POLICY])

@@ -17,8 +17,8 @@ def _numpy_loss(logits, actions, values, adv, ret, w):
     ent = -(p * logp).sum(axis=1)
     return (
         -np.mean(taken * adv * w),
-        np.mean((ret - values) ** 2 * w),
-        np.mean(ent * w),
+        np.mean((ret - values) ** 2),
+        np.mean(ent),
     )
 
 
@@ -65,15 +65,21 @@ def test_gradients_flow_to_logits_and_values_only():
     np.testing.assert_allclose(vs.grad.numpy(), expected, rtol=1e-10)
 
 
-def test_zero_weights_silence_samples():
+def test_weights_scale_the_policy_gradient_only():
     logits, actions, values, adv, ret, _ = _inputs(2, n=4)
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    args = (t(logits), torch.tensor(actions), t(values), t(adv), t(ret))
+    plain = a2c_loss(*args)
     w = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
-    full = a2c_loss(t(logits), torch.tensor(actions), t(values), t(adv), t(ret), w)
-    changed = ret.copy()
-    changed[[1, 3]] += 100.0
-    moved = a2c_loss(t(logits), torch.tensor(actions), t(values), t(adv), t(changed), w)
-    assert full.value_loss.item() == pytest.approx(moved.value_loss.item())
+    weighted = a2c_loss(*args, weights=w)
+    assert weighted.value_loss.item() == plain.value_loss.item()
+    assert weighted.entropy_loss.item() == plain.entropy_loss.item()
+    # Samples 1 and 3 no longer pull on the policy: their advantages do not matter.
+    moved_adv = adv.copy()
+    moved_adv[[1, 3]] += 100.0
+    moved = a2c_loss(args[0], args[1], args[2], t(moved_adv), args[4], weights=w)
+    assert moved.policy_loss.item() == pytest.approx(weighted.policy_loss.item())
+    assert plain.policy_loss.item() != pytest.approx(weighted.policy_loss.item())
 
 
 def test_total_loss_combines_terms():

@@ -226,7 +226,7 @@ def test_each_logged_number_is_a_tensorboard_scalar_stepped_by_frames(tmp_path):
     }
 
 
-def test_a_non_finite_value_is_null_in_jsonl_and_kept_as_is_in_tensorboard(tmp_path):
+def test_a_non_finite_value_is_null_in_jsonl_and_kept_as_is_in_tensorboard(tmp_path, caplog):
     records = [
         {M.FRAMES: 10, M.LOSS_POLICY: math.nan, M.GRAD_NORM: math.inf, M.LOSS_VALUE: 0.5},
         {M.FRAMES: 20, M.LOSS_POLICY: 0.25, M.GRAD_NORM: 1.0, M.LOSS_VALUE: math.nan},
@@ -246,6 +246,7 @@ def test_a_non_finite_value_is_null_in_jsonl_and_kept_as_is_in_tensorboard(tmp_p
     assert scalars[M.GRAD_NORM] == [(10, math.inf), (20, 1.0)]
     assert scalars[M.LOSS_VALUE][0] == (10, 0.5)
     assert math.isnan(scalars[M.LOSS_VALUE][1][1])
+    assert "NaN or Inf" not in caplog.text  # on purpose, so not warned about
 
 
 def test_only_numbers_go_to_tensorboard(tmp_path):

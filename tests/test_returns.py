@@ -1,4 +1,4 @@
-"""n-step returns and GAE: hand-computed cases and an independent forward-sum reference."""
+"""n-step returns, GAE and V-trace: hand-computed cases and independent forward-sum references."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner.returns import gae_advantages, nstep_returns
+from learner.returns import gae_advantages, nstep_returns, vtrace
 
 G = 0.9
 
@@ -168,3 +168,84 @@ def test_shapes_are_checked():
         nstep_returns(r, v, term.float(), trunc, fv, 0.9)
     with pytest.raises(ValueError, match="lam"):
         gae_advantages(r, v, term, trunc, fv, 0.9, 1.5)
+
+
+# --- V-trace --------------------------------------------------------------------------------
+
+
+def _reference_vtrace(mu, pi, r, v, term, trunc, fv, gamma, rho_bar, c_bar, lam):
+    """The paper's definition as a forward sum, one (s, b) at a time:
+    v_s = V(x_s) + sum_t gamma^(t-s) (prod_{i=s}^{t-1} c_i) delta_t, cut at episode ends."""
+    t_len, b_len = r.shape
+    ratio = np.exp(pi - mu)
+    rho, c = np.minimum(rho_bar, ratio), lam * np.minimum(c_bar, ratio)
+    nxt = np.where(term, 0.0, np.where(trunc, fv, v[1:]))
+    delta = rho * (r + gamma * nxt - v[:-1])
+    vs = np.zeros_like(r)
+    for b in range(b_len):
+        for s in range(t_len):
+            total, coef = v[s, b], 1.0
+            for t in range(s, t_len):
+                total += coef * delta[t, b]
+                if term[t, b] or trunc[t, b]:
+                    break
+                coef *= gamma * c[t, b]
+            vs[s, b] = total
+    adv = np.zeros_like(r)
+    for b in range(b_len):
+        for s in range(t_len):
+            after = vs[s + 1, b] if s + 1 < t_len else v[t_len, b]
+            after = 0.0 if term[s, b] else fv[s, b] if trunc[s, b] else after
+            adv[s, b] = r[s, b] + gamma * after - v[s, b]
+    return vs, adv, rho
+
+
+def _logps(seed, shape, spread=0.5):
+    rng = np.random.default_rng(seed)
+    mu = np.log(rng.uniform(0.05, 1.0, size=shape))
+    return mu, mu + rng.normal(scale=spread, size=shape)
+
+
+@pytest.mark.parametrize(
+    ("rho_bar", "c_bar", "lam"), [(1.0, 1.0, 1.0), (2.0, 0.5, 1.0), (1.0, 1.0, 0.9), (0.5, 2, 1)]
+)
+def test_vtrace_matches_the_reference(rho_bar, c_bar, lam):
+    batch = _random_batch(11)
+    mu, pi = _logps(11, batch[0].shape)
+    f = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    got = vtrace(f(mu), f(pi), *_tensors(*batch), 0.97, rho_bar, c_bar, lam)
+    vs, adv, rho = _reference_vtrace(mu, pi, *batch, 0.97, rho_bar, c_bar, lam)
+    for name, want in (("vs", vs), ("pg_advantages", adv), ("rhos", rho)):
+        np.testing.assert_allclose(getattr(got, name).numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_vtrace_on_policy_equals_nstep_returns():
+    batch = _tensors(*_random_batch(5))
+    logp = torch.log(torch.rand(batch[0].shape, dtype=torch.float64))
+    got = vtrace(logp, logp, *batch, gamma=0.99)
+    nstep = nstep_returns(*batch, gamma=0.99)
+    torch.testing.assert_close(got.vs, nstep)
+    torch.testing.assert_close(got.pg_advantages, nstep - batch[1][:-1])
+    torch.testing.assert_close(got.rhos, torch.ones_like(logp))
+
+
+def test_vtrace_hand_computed_with_clipping_and_truncation():
+    # T=2, one env. Step 0: pi/mu = 2, clipped to rho = c = 1; step 1: pi/mu = 0.5, and a
+    # truncation there bootstraps from the final value 5.
+    r, v, term, trunc, fv = _case([1, 2], [1, 3, 4], [0, 0], [0, 1], [0, 5])
+    mu = torch.log(torch.tensor([[0.25], [0.5]]))
+    pi = torch.log(torch.tensor([[0.5], [0.25]]))
+    got = vtrace(mu, pi, r, v, term, trunc, fv, gamma=G)
+    d1 = 0.5 * (2 + G * 5 - 3)
+    d0 = 1.0 * (1 + G * 3 - 1)
+    v1 = 3 + d1
+    v0 = 1 + d0 + G * 1.0 * d1
+    assert got.vs.reshape(-1).tolist() == pytest.approx([v0, v1])
+    assert got.pg_advantages.reshape(-1).tolist() == pytest.approx([1 + G * v1 - 1, 2 + G * 5 - 3])
+    assert got.rhos.reshape(-1).tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_vtrace_checks_the_log_prob_shapes():
+    r, v, term, trunc, fv = _tensors(*_random_batch(0))
+    with pytest.raises(ValueError, match="target_logp must be"):
+        vtrace(torch.zeros_like(r), torch.zeros(3), r, v, term, trunc, fv, 0.9)

@@ -9,10 +9,10 @@ import tests.envs  # noqa: F401  (registers the counting env)
 from actors.config import ActorConfig, EnvConfig
 from actors.envs import env_spaces, make_vector_env
 from actors.evaluate import evaluate
-from actors.rollout import RolloutWorker
+from actors.rollout import EnvCrashed, RolloutWorker, actor_seed
 from learner.config import LearnerConfig, ModelConfig
 from learner.learner import Learner
-from tests.envs import COUNTING_ID
+from tests.envs import COUNTING_ID, CRASHING_ID
 
 
 def _worker(env: EnvConfig, b=4, t=8, actor_id=0, seed=0) -> RolloutWorker:
@@ -121,3 +121,33 @@ def test_evaluate_runs_one_episode_per_env():
     weights = Learner(LearnerConfig(), *env_spaces(env)).get_weights()
     returns = evaluate(env, ModelConfig(), weights, episodes=3)
     assert returns.tolist() == [5.0, 5.0, 5.0]
+
+
+def test_an_env_that_raises_is_rebuilt_in_place_and_its_partial_segment_dropped(tmp_path):
+    marker = tmp_path / "crashed"
+    env = EnvConfig(id=CRASHING_ID, kwargs={"crash_at": 6, "marker": str(marker)})
+    w = _worker(env, b=2, t=4)
+    w.sample()  # 4 steps of each env's life
+    with pytest.raises(EnvCrashed) as crash:
+        w.sample()  # the first env raises on its 6th step, mid-segment
+    err = crash.value
+    assert (err.actor_id, err.env_id, w.rebuilds) == (0, CRASHING_ID, 1)
+    assert "RuntimeError: injected env crash at step 6" in err.trace
+    assert "rebuilt; its partial segment was dropped" in str(err)
+    # The next segment comes whole from fresh envs: every env starts at step 0 of episode 0,
+    # on seeds the crashed envs never had.
+    seg = w.sample().validate()
+    assert seg.length == 4
+    np.testing.assert_array_equal(seg.obs[0], [[0, 0], [0, 0]])
+    assert actor_seed(0, 0, 1) != actor_seed(0, 0)
+
+
+def test_env_crash_pickles_with_its_trace():
+    import pickle
+
+    crash = pickle.loads(pickle.dumps(EnvCrashed(3, "X-v0", "Traceback ...\nValueError: boom")))
+    assert (crash.actor_id, crash.env_id, crash.trace.splitlines()[-1]) == (
+        3,
+        "X-v0",
+        "ValueError: boom",
+    )
