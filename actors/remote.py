@@ -30,7 +30,9 @@ class RolloutActor:
         torch.set_num_threads(1)
         self.worker = RolloutWorker(env_config, actor_config, model_config, actor_id, seed)
 
-    @ray.method(num_returns=2)
+    # No task events: Ray's GCS would keep a record of each of these calls, dozens a second
+    # for as long as the run lasts (see bench/soak.py).
+    @ray.method(num_returns=2, enable_task_events=False)
     def sample(self, weights: PolicyWeights) -> tuple[Segment | None, int | EnvCrashed]:
         """(segment, its frame count). The driver waits on the small second object to learn
         that a segment is ready, or that sampling failed, without fetching the segment.

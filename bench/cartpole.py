@@ -37,10 +37,14 @@ TARGET = 475.0
 STREAK = 3  # passing evaluations in a row, as in configs/cartpole.yaml
 
 
-def run_troupe(seed: int, config_path: str, budget: int, eval_interval: float) -> dict:
+def run_troupe(
+    seed: int, config_path: str, budget: int, eval_interval: float, overrides=()
+) -> dict:
+    """One troupe run on the connected Ray, in this process, with the loop its config's
+    `algo.mode` picks."""
+    from services.algos import trainer_for
     from services.config import load_config
     from services.rundir import RunDir
-    from services.trainer import SyncA2C
 
     config = load_config(
         config_path,
@@ -50,13 +54,18 @@ def run_troupe(seed: int, config_path: str, budget: int, eval_interval: float) -
             f"train.eval_interval_s={eval_interval}",
             f"train.target_return={TARGET}",
             f"train.target_streak={STREAK}",
+            *overrides,
         ],
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = SyncA2C(config, RunDir.create(tmp, config.name)).run()
+        trainer = trainer_for(config)(config, RunDir.create(tmp, config.name))
+        result = trainer.run()
         elapsed = time.perf_counter() - start
+        lines = trainer.run_dir.read_metrics()
+    lags = [x["policy/lag_mean"] for x in lines if x.get("policy/lag_mean") is not None]
     return {
+        "lag": statistics.mean(lags) if lags else 0.0,
         "solved": result.solved,
         "seconds": result.wall_time_s - result.eval_time_s,
         "startup": result.startup_s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -303,7 +304,11 @@ class _Batch:
         def cat(name: str, axis: int = 1) -> torch.Tensor:
             arrays = [getattr(s, name) for s in segments]
             joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
-            return torch.from_numpy(np.ascontiguousarray(joined)).to(device)
+            with warnings.catch_warnings():
+                # One segment is not copied: it is Ray's read-only zero-copy buffer. Nothing
+                # writes into batch tensors, so torch's warning about that does not apply.
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(np.ascontiguousarray(joined)).to(device)
 
         valid = np.concatenate([s.valid for s in segments], axis=1)
         return cls(

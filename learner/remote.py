@@ -17,9 +17,11 @@ class LearnerActor:
     def __init__(self, config: LearnerConfig, observation_space, action_space, seed: int) -> None:
         self.learner = Learner(config, observation_space, action_space, seed)
 
+    @ray.method(enable_task_events=False)  # called every update: see RolloutActor.sample
     def get_weights(self) -> PolicyWeights:
         return self.learner.get_weights()
 
+    @ray.method(num_returns=2, enable_task_events=False)
     def update(self, *segments: Segment) -> tuple[dict, PolicyWeights]:
         stats = self.learner.update(segments)
         return stats, self.learner.get_weights()

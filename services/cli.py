@@ -59,13 +59,14 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set or ())
 
+    from services.algos import trainer_for
     from services.checkpoint import Checkpoints
     from services.cluster import ray_connection
     from services.keeper import LearnerFailed
     from services.resources import check_resources
     from services.rounds import ActorFailures
     from services.rundir import RunDir
-    from services.trainer import SyncA2C, check_run
+    from services.trainer import check_run
 
     ckpt = config.checkpoint
     if not args.resume and ckpt.storage is not None:
@@ -99,7 +100,8 @@ def _train(args: argparse.Namespace) -> int:
             else:
                 run_dir = RunDir.create(config.train.run_root, config.name)
                 print(f"troupe: run directory {run_dir.path}", flush=True)
-            result = SyncA2C(config, run_dir, on_update, resume=resume_from).run()
+            trainer = trainer_for(config)(config, run_dir, on_update, resume=resume_from)
+            result = trainer.run()
     except ConnectionError as err:
         print(f"troupe: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dacite
 import yaml
@@ -148,6 +148,28 @@ class CheckpointConfig:
         require(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
 
 
+@dataclass(frozen=True)
+class AlgoConfig:
+    """How the learner is fed."""
+
+    mode: Literal["sync", "async"] = "sync"
+    """sync (A2C): each update waits for one segment from every live actor, all sampled with
+    the newest weights; exactly on-policy. async (A3C-style): the learner updates on the first
+    `batch_segments` segments ready while every actor keeps sampling with the newest weights
+    it has; no one waits, and V-trace corrects for the policy lag."""
+    batch_segments: int = 0
+    """async: segments per update; 0 takes half the live actors (at least 1)."""
+
+    def __post_init__(self) -> None:
+        require(self.mode in ("sync", "async"), "algo.mode", self.mode, "one of 'sync', 'async'")
+        require(
+            self.batch_segments >= 0,
+            "algo.batch_segments",
+            self.batch_segments,
+            "an integer >= 0 (0: half the live actors)",
+        )
+
+
 _SECRET = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
@@ -185,8 +207,12 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
 
     def __post_init__(self) -> None:
+        if self.learner.vtrace is None:  # on where the policies differ: async mode
+            vtrace = self.algo.mode == "async"
+            object.__setattr__(self, "learner", dataclasses.replace(self.learner, vtrace=vtrace))
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(
             isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),

@@ -39,6 +39,10 @@ STATUS_METRICS = (
     M.LEARNER_RESTARTS,
     M.ROLLBACKS,
     M.SKIPPED_UPDATES,
+    M.POLICY_LAG_MEAN,
+    M.POLICY_LAG_MAX,
+    M.STALE_SEGMENTS,
+    M.RHO_MEAN,
     M.UPTIME,
 )
 """What a run's status reports, in this order."""

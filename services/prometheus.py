@@ -22,6 +22,7 @@ COUNTERS = frozenset(
         M.LEARNER_RESTARTS,
         M.ROLLBACKS,
         M.SKIPPED_UPDATES,
+        M.STALE_SEGMENTS,
     }
 )
 """Figures that only grow; exposed as Prometheus counters (`..._total`)."""
@@ -50,6 +51,10 @@ HELP = {
     M.ROLLBACKS: "Rollbacks to the latest checkpoint after non-finite updates",
     M.SKIPPED_UPDATES: "Updates skipped for a non-finite loss or gradient",
     M.UPTIME: "Seconds since the run started",
+    M.POLICY_LAG_MEAN: "Mean versions the last batch's policies were behind the learner",
+    M.POLICY_LAG_MAX: "Most versions a segment of the last batch was behind the learner",
+    M.STALE_SEGMENTS: "Segments left out for lagging more than learner.max_policy_lag",
+    M.RHO_MEAN: "Mean truncated V-trace importance weight of the last batch",
 }
 
 

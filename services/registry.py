@@ -33,6 +33,7 @@ class _ControlActor(RunControl):
         super().__init__(*args)
         self._gauges: dict[str, Any] = {}
 
+    @ray.method(enable_task_events=False)  # 4 a second for the whole run
     def report(self, metrics: dict[str, Any], state: str = "running") -> int:
         target = super().report(metrics, state)
         from ray.util.metrics import Gauge

@@ -44,25 +44,38 @@ class Rounds:
         ready = set(ready)
         segments, failure = [], None
         for actor_id, segment, receipt in calls:
-            why: object = f"no segment within train.sample_timeout_s={timeout}s"
             if receipt in ready:
-                try:
-                    frames = ray.get(receipt)
-                except ray.exceptions.RayError as err:
-                    why = err
-                else:
-                    if not isinstance(frames, EnvCrashed):
-                        segments.append(segment)
-                        continue
-                    self.segments_dropped += 1
-                    self.env_rebuilds += 1
-                    failure = frames
-                    log.warning("%s", frames)
-                    continue
-            self.segments_dropped += 1
-            failure = why
-            self.fleet.replace(actor_id, why)
+                segment, why = self.settle(actor_id, segment, receipt)
+            else:
+                segment, why = None, self.stalled(actor_id)
+            if segment is not None:
+                segments.append(segment)
+            else:
+                failure = why
         return segments, failure
+
+    def settle(self, actor_id: int, segment, receipt) -> tuple[object | None, object | None]:
+        """(segment ref, None) for a finished `sample` call that delivered; (None, why) for
+        one whose env crashed (rebuilt in place) or whose actor failed (replaced)."""
+        try:
+            frames = ray.get(receipt)
+        except ray.exceptions.RayError as err:
+            self.segments_dropped += 1
+            self.fleet.replace(actor_id, err)
+            return None, err
+        if isinstance(frames, EnvCrashed):
+            self.segments_dropped += 1
+            self.env_rebuilds += 1
+            log.warning("%s", frames)
+            return None, frames
+        return segment, None
+
+    def stalled(self, actor_id: int) -> str:
+        """Replace an actor whose segment is `train.sample_timeout_s` late."""
+        why = f"no segment within train.sample_timeout_s={self.train.sample_timeout_s}s"
+        self.segments_dropped += 1
+        self.fleet.replace(actor_id, why)
+        return why
 
     def count(self, failure: object | None) -> None:
         """A round in which an actor failed or sent a segment the learner left out counts

@@ -1,5 +1,6 @@
-"""Synchronous A2C over Ray: every update takes one segment from each actor, all produced by
-the same policy version, so learning is exactly on-policy."""
+"""What every training loop shares: start-up and teardown of the learner, the actor fleet and
+the run's control actor; counting, evaluating, logging and checkpointing each update; the
+final model and summary. `SyncA2C` and `AsyncA2C` differ only in how they feed the learner."""
 
 from __future__ import annotations
 
@@ -66,15 +67,29 @@ def check_run(config: RunConfig):
     return obs_space, act_space
 
 
-class SyncA2C:
+class _Tally:
+    """Where the training loop stands: counters carried over from a resumed run, the clock
+    (evaluation time is kept apart from it) and the evaluation streak."""
+
+    def __init__(self, progress: dict[str, Any], config: RunConfig) -> None:
+        self.frames, self.updates, self.episodes = (
+            progress[k] for k in ("frames", "updates", "episodes")
+        )
+        self.wall_before = progress["wall_time_s"]
+        self.start = self.last_eval = self.last_report = time.perf_counter()
+        self.window: deque[float] = deque(maxlen=config.train.return_window)
+        self.eval_s, self.eval_return, self.streak = 0.0, float("nan"), 0
+        self.target_actors = config.actors.num_actors
+        self.record: dict[str, Any] = {}
+
+
+class Trainer:
     """Drives one learner and a resizable fleet of rollout actors on a connected Ray cluster.
 
-    Data flow per update: each live actor's segment goes actor -> object store -> learner as
-    an ObjectRef; the learner returns the new weights as one object, whose ref every actor
-    gets for its next segment. In flight at any time: one segment per live actor, then one
-    update. The run registers a named `RunControl` actor; between updates the loop reports its
-    metrics there and takes the actor count it should run, so the batch follows the live
-    actor count.
+    Segments go actor -> object store -> learner as ObjectRefs; the learner returns each new
+    weights version as one object, whose ref the actors get for their next segments. The run
+    registers a named `RunControl` actor; between updates the loop reports its metrics there
+    and takes the actor count it should run. Subclasses implement `_train`.
     """
 
     def __init__(
@@ -153,114 +168,107 @@ class SyncA2C:
                 link.close(self._last_record, state)
 
     def _loop(self, keeper: LearnerKeeper, fleet: ActorFleet, link, startup_s: float, device):
-        train = self.config.train
-        weights_ref = keeper.handle.get_weights.remote()
-        window: deque[float] = deque(maxlen=train.return_window)
-        start = last_eval = last_report = time.perf_counter()
         link.exchange({})
-        target_actors = self.config.actors.num_actors
-        rounds = Rounds(train, fleet)
-        frames, updates, episodes = (self._progress[k] for k in ("frames", "updates", "episodes"))
-        wall_before = self._progress["wall_time_s"]
-        eval_s, eval_return, streak = 0.0, float("nan"), 0
-        target = train.target_return
-        while True:
-            fleet.poll()
-            actors = fleet.items()
-            if not actors:
-                fleet.poll(timeout_s=1.0)
-                continue
-            # Nothing else is in flight while the driver evaluates, so evaluation time can be
-            # taken out of the training clock exactly. (Queueing the next round before reading
-            # the statistics measured no faster.)
-            segments, failure = rounds.sample(actors, weights_ref)
-            if not segments:
-                rounds.count(failure)
-                continue  # every actor failed; their replacements join once up
-            update = keeper.handle.update.options(num_returns=2)
-            stats_ref, weights_ref = update.remote(*segments)
-            try:
-                stats = ray.get(stats_ref)
-            except ray.exceptions.RayActorError as err:
-                weights_ref = keeper.restart(err)  # these segments are lost with it
-                continue
-            weights_ref = keeper.after_update(stats) or weights_ref
-            for reason in stats[M.REJECTIONS]:
-                log.warning("the learner left out a segment: %s", reason)
-            rounds.count(failure or (stats[M.REJECTIONS] or [None])[-1])
-            frames += stats[M.BATCH_FRAMES]
-            updates += 1
-            episodes += len(stats[M.EPISODE_RETURN])
-            window.extend(stats[M.EPISODE_RETURN])
-            now = time.perf_counter()
-            record = {
-                M.UPDATES: updates,
-                M.FRAMES: frames,
-                M.WALL_TIME: round(wall_before + now - start, 4),
-                M.FPS: frames / (now - start - eval_s),
-                **{k: v for k, v in stats.items() if not isinstance(v, list)},
-                M.EPISODES: episodes,
-                M.EPISODE_RETURN: float(np.mean(window)) if window else None,
-                M.ACTORS_LIVE: len(actors),
-                M.ACTORS_PENDING: fleet.pending,
-                M.ACTORS_TARGET: target_actors,
-                M.SEGMENTS_DROPPED: rounds.segments_dropped,
-                M.ACTOR_START_FAILURES: fleet.failed_starts,
-                M.ACTOR_RESTARTS: fleet.restarts,
-                M.ENV_REBUILDS: rounds.env_rebuilds,
-                M.LEARNER_RESTARTS: keeper.restarts,
-                M.ROLLBACKS: keeper.rollbacks,
-            }
-            if streak or self._should_eval(window, now - last_eval, stats):
-                eval_return = self._evaluate(ray.get(weights_ref))
-                last_eval = time.perf_counter()
-                eval_s += last_eval - now
-                record[M.EVAL_RETURN] = eval_return
-                streak = streak + 1 if target is not None and eval_return >= target else 0
-            with _sigterm_deferred():  # the metrics line and the counters agree
-                self.run_dir.log(record)
-                self._last_record = record
-                self._progress.update(
-                    frames=frames,
-                    updates=updates,
-                    episodes=episodes,
-                    wall_time_s=record[M.WALL_TIME],
-                )
-            self._maybe_checkpoint(keeper, fleet)
-            self.on_update(record)
-            if streak >= train.target_streak or frames >= train.total_frames:
-                break
-            if now - last_report >= REPORT_INTERVAL_S or M.EVAL_RETURN in record:
-                # Resizing here, with no segment in flight, never cuts one short.
-                # Only a changed request resizes: an actor that failed to start is not
-                # replaced behind the user's back (see ActorFleet.poll).
-                wanted = link.exchange(record)
-                if wanted is not None and wanted != target_actors:
-                    fleet.resize(wanted)
-                    target_actors = wanted
-                last_report = now
+        tally = _Tally(self._progress, self.config)
+        weights_ref = self._train(keeper, fleet, link, tally)
+        return self._finish(weights_ref, tally, keeper, fleet, startup_s, device)
 
+    def _train(self, keeper: LearnerKeeper, fleet: ActorFleet, link, tally: _Tally):
+        """Sample and update until `_after_update` says stop; returns the final weights' ref."""
+        raise NotImplementedError
+
+    def _after_update(
+        self,
+        stats: dict[str, Any],
+        tally: _Tally,
+        weights_ref,
+        live: int,
+        rounds: Rounds,
+        keeper: LearnerKeeper,
+        fleet: ActorFleet,
+        link,
+    ) -> bool:
+        """Count, evaluate, log and checkpoint one update, and take the wanted actor count.
+        True when training is done (solved, or out of frames)."""
+        train = self.config.train
+        for reason in stats[M.REJECTIONS]:
+            log.warning("the learner left out a segment: %s", reason)
+        tally.frames += stats[M.BATCH_FRAMES]
+        tally.updates += 1
+        tally.episodes += len(stats[M.EPISODE_RETURN])
+        tally.window.extend(stats[M.EPISODE_RETURN])
+        now = time.perf_counter()
+        record = {
+            M.UPDATES: tally.updates,
+            M.FRAMES: tally.frames,
+            M.WALL_TIME: round(tally.wall_before + now - tally.start, 4),
+            M.FPS: tally.frames / (now - tally.start - tally.eval_s),
+            **{k: v for k, v in stats.items() if not isinstance(v, list)},
+            M.EPISODES: tally.episodes,
+            M.EPISODE_RETURN: float(np.mean(tally.window)) if tally.window else None,
+            M.ACTORS_LIVE: live,
+            M.ACTORS_PENDING: fleet.pending,
+            M.ACTORS_TARGET: tally.target_actors,
+            M.SEGMENTS_DROPPED: rounds.segments_dropped,
+            M.ACTOR_START_FAILURES: fleet.failed_starts,
+            M.ACTOR_RESTARTS: fleet.restarts,
+            M.ENV_REBUILDS: rounds.env_rebuilds,
+            M.LEARNER_RESTARTS: keeper.restarts,
+            M.ROLLBACKS: keeper.rollbacks,
+        }
+        if tally.streak or self._should_eval(tally.window, now - tally.last_eval, stats):
+            self._evaluate_into(record, tally, ray.get(weights_ref), since=now)
+        with _sigterm_deferred():  # the metrics line and the counters agree
+            self.run_dir.log(record)
+            tally.record = self._last_record = record
+            self._progress.update(
+                frames=tally.frames,
+                updates=tally.updates,
+                episodes=tally.episodes,
+                wall_time_s=record[M.WALL_TIME],
+            )
+        self._maybe_checkpoint(keeper, fleet)
+        self.on_update(record)
+        if tally.streak >= train.target_streak or tally.frames >= train.total_frames:
+            return True
+        if now - tally.last_report >= REPORT_INTERVAL_S or M.EVAL_RETURN in record:
+            # Only a changed request resizes: an actor that failed to start is not replaced
+            # behind the user's back (see ActorFleet.poll).
+            wanted = link.exchange(record)
+            if wanted is not None and wanted != tally.target_actors:
+                fleet.resize(wanted)
+                tally.target_actors = wanted
+            tally.last_report = now
+        return False
+
+    def _evaluate_into(self, record: dict, tally: _Tally, weights: PolicyWeights, since: float):
+        """Evaluate `weights`, with the time it takes taken out of the training clock."""
+        tally.eval_return = self._evaluate(weights)
+        tally.last_eval = time.perf_counter()
+        tally.eval_s += tally.last_eval - since
+        record[M.EVAL_RETURN] = tally.eval_return
+        target = self.config.train.target_return
+        passed = target is not None and tally.eval_return >= target
+        tally.streak = tally.streak + 1 if passed else 0
+
+    def _finish(self, weights_ref, tally: _Tally, keeper, fleet, startup_s: float, device):
         final = ray.get(weights_ref)
-        if M.EVAL_RETURN not in record:
-            before = time.perf_counter()
-            eval_return = self._evaluate(final)
-            eval_s += time.perf_counter() - before
-            streak = streak + 1 if target is not None and eval_return >= target else 0
-        solved = streak >= train.target_streak
-        self.run_dir.save_model(final, frames)
+        if M.EVAL_RETURN not in tally.record:
+            self._evaluate_into({}, tally, final, since=time.perf_counter())
+        self.run_dir.save_model(final, tally.frames)
         self._save_checkpoint(keeper, fleet, final=True)
-        wall = time.perf_counter() - start
+        wall = time.perf_counter() - tally.start
         result = TrainResult(
             run_dir=self.run_dir.path,
-            frames=frames,
-            updates=updates,
+            frames=tally.frames,
+            updates=tally.updates,
             startup_s=startup_s,
             wall_time_s=wall,
-            eval_time_s=eval_s,
-            fps=frames / max(wall - eval_s, 1e-9),
+            eval_time_s=tally.eval_s,
+            fps=tally.frames / max(wall - tally.eval_s, 1e-9),
             policy_version=final.version,
-            eval_return=eval_return,
-            solved=solved,
+            eval_return=tally.eval_return,
+            solved=tally.streak >= self.config.train.target_streak,
             learner_device=device,
         )
         self.run_dir.write_summary(

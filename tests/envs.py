@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -61,13 +62,7 @@ class CrashingEnv(CountingEnv):
         return super().step(action)
 
     def _claim(self) -> bool:
-        if self.marker is None:
-            return True
-        try:
-            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return False
-        return True
+        return self.marker is None or _claim(self.marker)
 
 
 CRASHING_ID = "tests.envs:troupe-test/Crashing-v0"
@@ -100,3 +95,38 @@ if "troupe-test/Exploding-v0" not in gym.registry:
     gym.register(
         "troupe-test/Exploding-v0", entry_point="tests.envs:ExplodingEnv", max_episode_steps=5
     )
+
+
+class SlowEnv(CountingEnv):
+    """A `CountingEnv` that sleeps `delay_s` per step in the one instance, across processes,
+    that claims `marker` first: one slow actor among fast ones. (Claimed at the first step:
+    the driver builds an instance too, to read the spaces, and never steps it.)"""
+
+    def __init__(self, delay_s: float = 0.05, marker: str | None = None) -> None:
+        super().__init__()
+        self.delay_s, self.marker, self.steps = delay_s, marker, 0
+        self.slow: bool | None = None
+
+    def step(self, action):
+        if self.slow is None:
+            self.slow = self.marker is not None and _claim(self.marker)
+        if self.slow:
+            time.sleep(self.delay_s)
+            self.steps += 1
+            with open(self.marker, "w") as out:  # how far the slow env got, for the test
+                out.write(str(self.steps))
+        return super().step(action)
+
+
+def _claim(marker: str) -> bool:
+    """True for the first caller, in any process, to create `marker`."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+SLOW_ID = "tests.envs:troupe-test/Slow-v0"
+if "troupe-test/Slow-v0" not in gym.registry:
+    gym.register("troupe-test/Slow-v0", entry_point="tests.envs:SlowEnv", max_episode_steps=5)

@@ -143,15 +143,16 @@ def test_train_on_embedded_ray_then_eval(troupe_cmd, cli_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_cartpole_config_is_solved(ray_cluster, troupe_cmd, cli_env, tmp_path):
-    """The learning test: the shipped config reaches a mean return >= 475 over 20 fresh
-    evaluation episodes (seeds the training loop never evaluated)."""
+@pytest.mark.parametrize("config", ["configs/cartpole.yaml", "configs/cartpole_async.yaml"])
+def test_cartpole_config_is_solved(config, ray_cluster, troupe_cmd, cli_env, tmp_path):
+    """The learning test, sync and async: the shipped config reaches a mean return >= 475 over
+    20 fresh evaluation episodes (seeds the training loop never evaluated)."""
     proc = _run(
         [
             *troupe_cmd,
             "train",
             "--config",
-            "configs/cartpole.yaml",
+            config,
             "--address",
             ray_cluster,
             "--no-progress",
@@ -169,6 +170,9 @@ def test_cartpole_config_is_solved(ray_cluster, troupe_cmd, cli_env, tmp_path):
     assert ev.returncode == 0, ev.stderr
     mean = float(re.search(r"mean return ([\d.]+)", ev.stdout).group(1))
     assert mean >= 475, ev.stdout
+    lines = [json.loads(x) for x in (_run_dir(proc.stdout) / "metrics.jsonl").open()]
+    lag = max(x[M.POLICY_LAG_MAX] for x in lines)
+    assert lag >= 1 if "async" in config else lag == 0  # async did learn off-policy
 
 
 def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(

@@ -17,6 +17,7 @@ from actors.remote import spawn_rollout_actors
 from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.remote import spawn_learner
+from services.async_a2c import AsyncA2C
 from services.checkpoint import Checkpoints
 from services.config import load_config
 from services.control import RunConflict, RunNotFound, ScaleError
@@ -33,8 +34,8 @@ from services.registry import (
 )
 from services.rounds import ActorFailures
 from services.rundir import RunDir
-from services.trainer import SyncA2C
-from tests.envs import CRASHING_ID, EXPLODING_ID
+from services.sync_a2c import SyncA2C
+from tests.envs import CRASHING_ID, EXPLODING_ID, SLOW_ID
 
 pytestmark = pytest.mark.ray
 
@@ -346,3 +347,43 @@ def test_an_actor_process_killed_mid_run_is_replaced_without_a_stall(ray_cluster
     assert result.frames >= 1280 and 32 in {x[M.BATCH_FRAMES] for x in lines}  # one actor's
     gaps = np.diff([x[M.WALL_TIME] for x in lines])
     assert gaps.max() < config.train.sample_timeout_s / 2, gaps  # found dead, not timed out
+
+
+def test_async_mode_does_not_wait_for_a_slow_actor(ray_cluster, tmp_path):
+    """One actor steps 0.2 s per step, two are fast. Async updates go on with the fast ones
+    (their segments lag a few versions); the slow actor's segments arrive tens of versions
+    behind, past learner.max_policy_lag, and are left out. Sync would take one slow segment
+    per update."""
+    marker = tmp_path / "slow"
+    config = load_config(
+        None,
+        [
+            f"env.id={SLOW_ID}",
+            f"env.kwargs={{delay_s: 0.2, marker: {marker}}}",
+            "env.vectorization=sync",
+            "actors.num_actors=3",
+            "actors.envs_per_actor=2",
+            "actors.segment_length=4",
+            "algo.mode=async",
+            "algo.batch_segments=1",
+            "learner.num_threads=1",
+            "learner.max_policy_lag=8",
+            "train.total_frames=800",
+            f"train.run_root={tmp_path}",
+        ],
+    )
+    assert config.learner.vtrace  # on by default in async mode
+    run = RunDir.create(tmp_path, config.name)
+    result = AsyncA2C(config, run).run()
+    lines = run.read_metrics()
+    assert result.frames >= 800
+    # One segment an update: 8 frames, or none when that segment was stale (no step).
+    assert {x[M.BATCH_FRAMES] for x in lines} <= {0, 8}
+    stale = lines[-1][M.STALE_SEGMENTS]
+    assert stale >= 1 and sum(x[M.BATCH_FRAMES] == 0 for x in lines) == stale
+    assert max(x[M.POLICY_LAG_MAX] for x in lines) > 8
+    # The slow actor's env stepped a few times while the fast ones made 100 segments: sync
+    # mode would have had it step 4 times for every update.
+    assert marker.exists() and int(marker.read_text() or 0) < 4 * 25
+    assert all(x[M.POLICY_LAG_MEAN] <= x[M.POLICY_LAG_MAX] for x in lines)
+    assert all(0 < x[M.RHO_MEAN] <= 1 for x in lines if x[M.BATCH_FRAMES])
