@@ -37,7 +37,7 @@ def evaluate(
         for _ in range(max_steps):
             obs = np.asarray(obs, dtype=np.float32)
             actions = policy.act_greedy(obs) if deterministic else policy.act(obs)[0]
-            obs, reward, terminated, truncated, _ = env.step(actions)
+            obs, reward, terminated, truncated, _ = env.step(policy.to_env(actions))
             open_ = np.isnan(finished)
             running += np.where(open_, reward, 0.0)
             done = open_ & (terminated | truncated)

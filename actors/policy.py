@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -25,22 +27,39 @@ class ActorPolicy:
         self.model.requires_grad_(False)
         self.rng = np.random.default_rng(seed)
         self.version = -1
+        self.continuous = self.model.continuous
+        if self.continuous:
+            self.low = action_space.low.astype(np.float32)
+            self.high = action_space.high.astype(np.float32)
+            self.action_shape = action_space.shape
+        else:
+            self.action_shape = ()
 
     def load(self, weights: PolicyWeights) -> None:
         """Adopt `weights` unless they are the version already loaded."""
         if weights.version != self.version:
             load_numpy_state(self.model, weights.params)
             self.version = weights.version
+            if self.continuous:
+                self.log_std = self.model.log_std.numpy().astype(np.float64)
 
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """obs [B, *O] -> (actions [B] int64, log pi(a|s) [B] float32), sampled.
+        """obs [B, *O] -> (actions, log pi(a|s) [B] float32), sampled.
 
-        The network runs in torch; the categorical draw runs in numpy (inverse CDF), which
-        costs a few microseconds on small batches where torch's per-op overhead dominates.
+        Discrete: actions [B] int64, drawn in numpy by inverse CDF, which costs a few
+        microseconds on small batches where torch's per-op overhead dominates. Continuous:
+        actions [B, *A] float32 from the diagonal Gaussian, unclipped (the log-prob is of this
+        sample; `to_env` clips what the env gets).
         """
         with torch.inference_mode():
-            logits = self.model.policy_logits(torch.from_numpy(obs)).numpy()
-        z = logits - logits.max(axis=1, keepdims=True)
+            out = self.model.policy_out(torch.from_numpy(obs)).numpy()
+        if self.continuous:
+            noise = self.rng.standard_normal(out.shape)
+            actions = out + np.exp(self.log_std) * noise
+            logp = (-0.5 * noise**2 - self.log_std - _HALF_LOG_2PI).sum(axis=1)
+            shape = (len(out), *self.action_shape)
+            return actions.astype(np.float32).reshape(shape), logp.astype(np.float32)
+        z = out - out.max(axis=1, keepdims=True)
         logp_all = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         cdf = np.exp(logp_all).cumsum(axis=1)
         u = self.rng.random((len(cdf), 1), dtype=np.float32) * cdf[:, -1:]
@@ -49,6 +68,16 @@ class ActorPolicy:
         return actions.astype(np.int64), logp.astype(np.float32)
 
     def act_greedy(self, obs: np.ndarray) -> np.ndarray:
-        """obs [B, *O] -> the most probable actions [B] int64."""
+        """obs [B, *O] -> the most probable actions: [B] int64, or the Gaussian means."""
         with torch.inference_mode():
-            return self.model.policy_logits(torch.from_numpy(obs)).argmax(-1).numpy()
+            out = self.model.policy_out(torch.from_numpy(obs)).numpy()
+        if self.continuous:
+            return out.astype(np.float32).reshape(len(out), *self.action_shape)
+        return out.argmax(-1)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """What the env is given: continuous actions clipped to the space's bounds."""
+        return np.clip(actions, self.low, self.high) if self.continuous else actions
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -103,7 +103,8 @@ class RolloutWorker:
             raise RuntimeError(f"actor {self.actor_id}: sample() before any weights were loaded")
         t_len, b = self.segment_length, self.num_envs
         obs = np.empty((t_len + 1, b, *self.obs_shape), dtype=self.obs_dtype)
-        actions = np.empty((t_len, b), dtype=np.int64)
+        action_dtype = np.float32 if self.policy.continuous else np.int64
+        actions = np.empty((t_len, b, *self.policy.action_shape), dtype=action_dtype)
         logp = np.empty((t_len, b), dtype=np.float32)
         rewards = np.empty((t_len, b), dtype=np.float32)
         terminated = np.empty((t_len, b), dtype=bool)
@@ -115,7 +116,7 @@ class RolloutWorker:
             obs[t] = self.obs
             actions[t], logp[t] = self.policy.act(obs[t])
             try:
-                next_obs, reward, term, trunc, info = self.env.step(actions[t])
+                next_obs, reward, term, trunc, info = self.env.step(self.policy.to_env(actions[t]))
             except Exception:
                 trace = traceback.format_exc()
                 self._rebuild()

@@ -153,6 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--config", default="configs/cartpole.yaml")
     parser.add_argument("--out", default="soak.json", help="every sample, as JSON")
+    parser.add_argument(
+        "--list-objects",
+        action="store_true",
+        help="at the end, print the object store's objects and who holds them (`ray memory`)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the run, e.g. actors.envs_per_actor=512 (segments above "
+        "Ray's 100 KiB inline limit go through the object store)",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.kill_every_s <= 0 or args.sample_s <= 0:
         parser.error("--minutes, --kill-every-s and --sample-s must be > 0")
@@ -163,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     from services.config import load_config
 
     # Logical CPUs as the embedded `troupe train` reserves them, so every actor is placed.
-    cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed(load_config(args.config))))
+    config = load_config(args.config, args.set)
+    cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed(config)))
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
     gcs = ray.get_runtime_context().gcs_address
     ray_pids = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -177,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "--set", f"train.run_root={root}",
             "--set", "train.target_return=null", "--set", "train.total_frames=1000000000000",
             "--set", "train.eval_interval_s=60", "--set", "checkpoint.every_s=60",
+            *(arg for item in args.set for arg in ("--set", item)),
         ]  # fmt: skip
         # The driver's output goes to a file: a pipe nobody drains would fill and stall it.
         driver_log = Path(args.out).with_suffix(".driver.log")
@@ -224,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 time.sleep(max(0.0, args.sample_s - (time.monotonic() - now)))
+            if args.list_objects:
+                from ray._private.internal_api import memory_summary
+
+                print(memory_summary(gcs, units="KB", num_entries=40), flush=True)
         finally:
             driver.send_signal(signal.SIGTERM)
             try:

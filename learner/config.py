@@ -25,8 +25,20 @@ class ModelConfig:
     shared_trunk: bool = False
     """One torso for policy and value (True) or a separate torso for each (False)."""
     activation: Literal["tanh", "relu"] = "tanh"
+    log_std_init: float = 0.0
+    """Continuous actions: initial log standard deviation of the Gaussian policy (learned,
+    state-independent)."""
+    normalize_obs: bool = False
+    """Standardise observations with running mean and variance kept by the learner; they
+    travel with the weights, so every actor and evaluation normalises the same way."""
 
     def __post_init__(self) -> None:
+        require(
+            -5.0 <= self.log_std_init <= 2.0,
+            "learner.model.log_std_init",
+            self.log_std_init,
+            "a number in [-5, 2]",
+        )
         sizes = self.hidden_sizes
         require(
             len(sizes) >= 1 and all(isinstance(h, int) and h >= 1 for h in sizes),
@@ -79,6 +91,9 @@ class LearnerConfig:
     """V-trace: truncation of the importance weights (TD errors and policy gradient)."""
     c_bar: float = 1.0
     """V-trace: truncation of the trace coefficients."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this in the learner (e.g. 0.1 for large per-step rewards);
+    reported episode returns stay unscaled."""
     max_policy_lag: int = 8
     """Leave out segments whose policy is more than this many versions behind the learner's
     (counted in learner/stale_segments); 0: keep all. Sync mode has no lag."""
@@ -123,6 +138,7 @@ class LearnerConfig:
         )
         require(self.num_threads >= 0, "learner.num_threads", self.num_threads, "an integer >= 0")
         require(self.num_cpus >= 0, "learner.num_cpus", self.num_cpus, "a number >= 0")
+        require(self.reward_scale > 0, "learner.reward_scale", self.reward_scale, "a number > 0")
         require(self.rho_bar > 0, "learner.rho_bar", self.rho_bar, "a number > 0, e.g. 1.0")
         require(self.c_bar > 0, "learner.c_bar", self.c_bar, "a number > 0, e.g. 1.0")
         require(

@@ -38,7 +38,8 @@ class Segment:
 
     Fields (`O` is the observation shape, `K` the number of truncated-not-terminated steps):
         obs:            [T + 1, B, *O]  float32 or uint8; obs[T] is the bootstrap observation.
-        actions:        [T, B]          int64 (discrete actions).
+        actions:        [T, B] int64 (discrete), or [T, B, *A] float32 (continuous: the
+                        sampled action before clipping to the space, as log-probs need).
         rewards:        [T, B]          float32.
         terminated:     [T, B]          bool: the MDP ended; the value after it is zero.
         truncated:      [T, B]          bool: cut by a time limit; bootstrap from final_obs.
@@ -85,9 +86,11 @@ class Segment:
         if t < 1 or b < 1:
             self._fail("rewards", f"must have T >= 1 and B >= 1, got shape {(t, b)}")
         obs_shape = self.obs.shape[2:]
+        continuous = isinstance(self.actions, np.ndarray) and self.actions.dtype == np.float32
+        action_shape = self.actions.shape[2:] if continuous else ()
         expect = {
             "obs": ((t + 1, b, *obs_shape), (np.float32, np.uint8)),
-            "actions": ((t, b), (np.int64,)),
+            "actions": ((t, b, *action_shape), (np.float32 if continuous else np.int64,)),
             "rewards": ((t, b), (np.float32,)),
             "terminated": ((t, b), (np.bool_,)),
             "truncated": ((t, b), (np.bool_,)),
@@ -107,11 +110,12 @@ class Segment:
             if value.dtype.type not in dtypes:
                 allowed = ", ".join(np.dtype(d).name for d in dtypes)
                 self._fail(name, f"expected dtype {allowed}, got {value.dtype.name}")
-        for name in ("obs", "rewards", "behaviour_logp", "final_obs", "episode_returns"):
+        finite = ("obs", "actions", "rewards", "behaviour_logp", "final_obs", "episode_returns")
+        for name in finite:
             value = getattr(self, name)
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 self._fail(name, "contains NaN or inf")
-        if (self.behaviour_logp > 0).any():
+        if not continuous and (self.behaviour_logp > 0).any():  # densities may exceed 1
             self._fail("behaviour_logp", "log-probabilities of discrete actions must be <= 0")
         cut = (self.truncated & ~self.terminated).reshape(-1)
         if not np.array_equal(np.flatnonzero(cut), self.final_index):

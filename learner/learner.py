@@ -81,7 +81,9 @@ class Learner:
         self.rejected_segments = 0
         self.stale_segments = 0
         self.obs_shape = tuple(observation_space.shape)
-        self.num_actions = int(action_space.n)
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        self.action_shape = tuple(action_space.shape)
+        self.num_actions = None if self.continuous else int(action_space.n)
         self._weights: PolicyWeights | None = None
 
     def get_weights(self) -> PolicyWeights:
@@ -128,10 +130,7 @@ class Learner:
                 step_shape = seg.obs.shape[2:]
                 if step_shape != self.obs_shape:
                     seg._fail("obs", f"is {step_shape} per step; the model takes {self.obs_shape}")
-                if seg.actions.size and (
-                    seg.actions.min() < 0 or seg.actions.max() >= self.num_actions
-                ):
-                    seg._fail("actions", f"must lie in [0, {self.num_actions})")
+                self._check_actions(seg)
                 if good and seg.length != good[0].length:
                     first = good[0].length
                     seg._fail("length", f"T={seg.length}; this update's segments share T={first}")
@@ -140,6 +139,19 @@ class Learner:
                 continue
             good.append(seg)
         return good, reasons
+
+    def _check_actions(self, seg: Segment) -> None:
+        if self.continuous:
+            if seg.actions.dtype != np.float32 or seg.actions.shape[2:] != self.action_shape:
+                seg._fail(
+                    "actions",
+                    f"are {seg.actions.dtype.name} {seg.actions.shape[2:]} per step; the model "
+                    f"takes float32 {self.action_shape}",
+                )
+        elif seg.actions.dtype != np.int64:
+            seg._fail("actions", f"are {seg.actions.dtype.name}; the model takes int64 indices")
+        elif seg.actions.size and (seg.actions.min() < 0 or seg.actions.max() >= self.num_actions):
+            seg._fail("actions", f"must lie in [0, {self.num_actions})")
 
     def update(self, segments: Sequence[Segment]) -> dict:
         """One A2C step on the concatenation of `segments` along the batch axis.
@@ -159,10 +171,19 @@ class Learner:
         batch = _Batch.collate(segments, self.device)
         cfg = self.config
         t, n = batch.rewards.shape
+        if cfg.reward_scale != 1.0:
+            batch.rewards = batch.rewards * cfg.reward_scale
+        flat_obs = batch.obs.reshape((t + 1) * n, *batch.obs.shape[2:])
+        if self.model.obs_norm is not None:  # the observations the policy acted on
+            seen = batch.obs[:t] if batch.valid is None else batch.obs[:t][batch.valid]
+            self.model.obs_norm.update(seen.reshape(-1, *batch.obs.shape[2:]))
 
-        logits, values = self.model(batch.obs.reshape((t + 1) * n, *batch.obs.shape[2:]))
-        logits = logits.reshape(t + 1, n, -1)[:t]
+        out, values = self.model(flat_obs)
+        out = out.reshape(t + 1, n, -1)[:t]
         values = values.reshape(t + 1, n)
+        flat_actions = batch.actions.reshape(t * n, *batch.actions.shape[2:])
+        dist = self.model.distribution(out.reshape(t * n, -1))
+        log_probs, entropy = dist.log_prob(flat_actions), dist.entropy()
         with torch.no_grad():
             final_values = torch.zeros_like(batch.rewards)
             if batch.final_index.numel():
@@ -170,10 +191,9 @@ class Learner:
             args = (batch.rewards, values.detach(), batch.terminated, batch.truncated, final_values)
             rhos = None
             if cfg.vtrace:
-                taken = logits.detach().log_softmax(-1).gather(2, batch.actions.unsqueeze(-1))
                 off = vtrace(
                     batch.behaviour_logp,
-                    taken.squeeze(-1).to(batch.behaviour_logp.dtype),
+                    log_probs.detach().reshape(t, n).to(batch.behaviour_logp.dtype),
                     *args,
                     gamma=cfg.gamma,
                     rho_bar=cfg.rho_bar,
@@ -187,21 +207,20 @@ class Learner:
             else:
                 advantages, returns = gae_advantages(*args, gamma=cfg.gamma, lam=cfg.gae_lambda)
 
-        logits, values = logits.reshape(t * n, -1), values[:-1].reshape(t * n)
+        values = values[:-1].reshape(t * n)
         rhos = torch.ones_like(returns) if rhos is None else rhos
-        actions, advantages, returns, rhos = (
-            x.reshape(-1) for x in (batch.actions, advantages, returns, rhos)
-        )
+        advantages, returns, rhos = (x.reshape(-1) for x in (advantages, returns, rhos))
         if batch.valid is not None:  # drop the reset steps of NEXT_STEP vector envs
             keep = batch.valid.reshape(-1)
-            logits, values, actions, advantages, returns, rhos = (
-                x[keep] for x in (logits, values, actions, advantages, returns, rhos)
+            log_probs, entropy, values, advantages, returns, rhos = (
+                x[keep] for x in (log_probs, entropy, values, advantages, returns, rhos)
             )
         advantage_mean = advantages.mean().item()
         if cfg.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-        loss = a2c_loss(logits, actions, values, advantages, returns, rhos if cfg.vtrace else None)
+        weights = rhos if cfg.vtrace else None
+        loss = a2c_loss(log_probs, entropy, values, advantages, returns, weights)
         total = total_loss(loss, cfg.value_coef, cfg.entropy_coef)
         self.optimizer.zero_grad(set_to_none=True)
         grad_norm = torch.tensor(float("nan"))

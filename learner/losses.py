@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 
 class A2CLoss(NamedTuple):
@@ -17,18 +16,19 @@ class A2CLoss(NamedTuple):
 
 
 def a2c_loss(
-    logits: torch.Tensor,
-    actions: torch.Tensor,
+    log_probs: torch.Tensor,
+    entropy: torch.Tensor,
     values: torch.Tensor,
     advantages: torch.Tensor,
     returns: torch.Tensor,
     weights: torch.Tensor | None = None,
 ) -> A2CLoss:
-    """Policy-gradient, value-regression and entropy terms of A2C.
+    """Policy-gradient, value-regression and entropy terms of A2C, for any action
+    distribution (categorical or Gaussian: the caller evaluates it).
 
     Args:
-        logits:     [N, A] unnormalised log-probabilities of a categorical policy.
-        actions:    [N] int64 actions taken.
+        log_probs:  [N] log pi(a|s) of the actions taken (gradients flow).
+        entropy:    [N] H(pi(.|s)) (gradients flow).
         values:     [N] V(s) predicted by the critic (gradients flow).
         advantages: [N] treated as constants.
         returns:    [N] value targets, treated as constants.
@@ -42,19 +42,16 @@ def a2c_loss(
         value_loss   =  mean((R - V)^2)
         entropy_loss =  mean(H(pi(.|s)))
     """
-    n = logits.shape[0]
-    if logits.ndim != 2 or any(t.shape != (n,) for t in (actions, values, advantages, returns)):
+    n = log_probs.shape[0]
+    shapes = [tuple(t.shape) for t in (log_probs, entropy, values, advantages, returns)]
+    if any(shape != (n,) for shape in shapes):
         raise ValueError(
-            "a2c_loss expects logits [N, A] and actions, values, advantages, returns [N]; got "
-            f"{tuple(logits.shape)}, {tuple(actions.shape)}, {tuple(values.shape)}, "
-            f"{tuple(advantages.shape)}, {tuple(returns.shape)}"
+            "a2c_loss expects log_probs, entropy, values, advantages and returns of shape [N]; "
+            f"got {', '.join(map(str, shapes))}"
         )
     w = torch.ones_like(values) if weights is None else weights.detach()
-    log_probs = F.log_softmax(logits, dim=-1)
-    taken = log_probs.gather(1, actions.long().unsqueeze(1)).squeeze(1)
-    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
     return A2CLoss(
-        policy_loss=-(taken * advantages.detach() * w).mean(),
+        policy_loss=-(log_probs * advantages.detach() * w).mean(),
         value_loss=(returns.detach() - values).pow(2).mean(),
         entropy_loss=entropy.mean(),
     )

@@ -32,31 +32,81 @@ def _head(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
     return linear
 
 
-class ActorCritic(nn.Module):
-    """MLP policy (categorical logits) and value function over flattened observations.
+class ObsNormalizer(nn.Module):
+    """Running mean and variance of observations (Chan et al.'s parallel update), as buffers:
+    they are part of the state dict, so they travel with the weights and the checkpoints."""
 
-    Orthogonal initialisation with a small policy-head gain starts the policy near uniform,
-    the convention of the OpenAI baselines and Stable-Baselines3 A2C.
+    CLIP = 10.0
+
+    def __init__(self, obs_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch [N, obs_dim] into the running statistics."""
+        if x.shape[0] == 0:
+            return
+        x = x.reshape(x.shape[0], -1).double()
+        n, mean, var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        spread = self.var * self.count + var * n + delta**2 * self.count * n / total
+        self.var.copy_(spread / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + 1e-8)
+        return z.clamp(-self.CLIP, self.CLIP)
+
+
+class ActorCritic(nn.Module):
+    """MLP policy and value function over flattened observations.
+
+    Discrete actions: categorical logits. Box actions: a diagonal Gaussian whose mean the
+    network outputs and whose log standard deviation is a learned, state-independent vector.
+    Orthogonal initialisation with a small policy-head gain starts the policy near uniform (or
+    near zero mean), the convention of the OpenAI baselines and Stable-Baselines3 A2C.
     """
 
-    def __init__(self, obs_dim: int, num_actions: int, config: ModelConfig) -> None:
+    def __init__(self, obs_dim: int, action_space: gym.Space, config: ModelConfig) -> None:
         super().__init__()
         sizes, act = config.hidden_sizes, config.activation
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
+        # Only when asked for: the state dict (weights, checkpoints) stays as it was otherwise.
+        self.obs_norm = ObsNormalizer(obs_dim) if config.normalize_obs else None
         self.policy_torso = _mlp(obs_dim, sizes, act)
         self.value_torso = None if config.shared_trunk else _mlp(obs_dim, sizes, act)
-        self.policy_head = _head(sizes[-1], num_actions, 0.01)
+        self.policy_head = _head(sizes[-1], out, 0.01)
         self.value_head = _head(sizes[-1], 1, 1.0)
+        if self.continuous:
+            self.log_std = nn.Parameter(torch.full((out,), float(config.log_std_init)))
+
+    def _flat(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.reshape(obs.shape[0], -1).float()
+        return x if self.obs_norm is None else self.obs_norm(x)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """obs [N, *O] -> (logits [N, A], values [N])."""
-        x = obs.reshape(obs.shape[0], -1).float()
+        """obs [N, *O] -> (policy outputs [N, A]: logits or Gaussian means, values [N])."""
+        x = self._flat(obs)
         h = self.policy_torso(x)
         hv = h if self.value_torso is None else self.value_torso(x)
         return self.policy_head(h), self.value_head(hv).squeeze(-1)
 
-    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [N, *O] -> logits [N, A], without evaluating a separate value torso."""
-        return self.policy_head(self.policy_torso(obs.reshape(obs.shape[0], -1).float()))
+    def policy_out(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [N, *O] -> logits or means [N, A], without evaluating a separate value torso."""
+        return self.policy_head(self.policy_torso(self._flat(obs)))
+
+    def distribution(self, out: torch.Tensor) -> torch.distributions.Distribution:
+        """The policy for outputs [N, A]: `log_prob(actions)` and `entropy()` are [N]."""
+        if self.continuous:
+            std = self.log_std.exp().expand_as(out)
+            return torch.distributions.Independent(torch.distributions.Normal(out, std), 1)
+        return torch.distributions.Categorical(logits=out)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [N, *O] -> values [N]."""
@@ -71,12 +121,18 @@ def build_model(
         raise ValueError(
             f"observation space {observation_space} is not supported: a Box is required"
         )
-    if not isinstance(action_space, gym.spaces.Discrete):
+    box = isinstance(action_space, gym.spaces.Box)
+    if not (isinstance(action_space, gym.spaces.Discrete) or box):
         raise ValueError(
-            f"action space {action_space} is not supported: a Discrete space is required"
+            f"action space {action_space} is not supported: Discrete or Box is required"
+        )
+    if box and not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+        raise ValueError(
+            f"action space {action_space} is not supported: a Box needs finite bounds, "
+            "which actions are clipped to"
         )
     obs_dim = int(np.prod(observation_space.shape))
-    return ActorCritic(obs_dim, int(action_space.n), config)
+    return ActorCritic(obs_dim, action_space, config)
 
 
 def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:

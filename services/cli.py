@@ -14,6 +14,7 @@ from learner.config import ConfigError
 from services.cluster_cli import add_commands
 from services.control import RunConflict, RunNotFound
 from services.jobs import JobApiError, JobNotFound
+from services.stopping import TERMINATION
 
 
 def _resumed(target: str, overrides: Sequence[str]):
@@ -87,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
             # `troupe stop`/`ray job stop` send SIGTERM. Raised as SystemExit it unwinds the
             # run, which saves a final checkpoint and stops its actors. (Set after connecting:
             # ray.init installs a handler that dumps a stack trace and dies.)
-            signal.signal(signal.SIGTERM, _terminate)
+            signal.signal(signal.SIGTERM, TERMINATION.handler)
             if resume_from is not None:
                 run_path.mkdir(parents=True, exist_ok=True)
                 run_dir = RunDir(run_path)
@@ -124,10 +125,6 @@ def _train(args: argparse.Namespace) -> int:
         f"troupe: model saved to {result.run_dir / 'model.pt'}"
     )
     return 0
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 class _Progress:

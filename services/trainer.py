@@ -5,11 +5,9 @@ final model and summary. `SyncA2C` and `AsyncA2C` differ only in how they feed t
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from services.keeper import LearnerKeeper
 from services.registry import RunLink, spawn_control
 from services.rounds import Rounds
 from services.rundir import RunDir
+from services.stopping import TERMINATION
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +217,7 @@ class Trainer:
         }
         if tally.streak or self._should_eval(tally.window, now - tally.last_eval, stats):
             self._evaluate_into(record, tally, ray.get(weights_ref), since=now)
-        with _sigterm_deferred():  # the metrics line and the counters agree
+        with TERMINATION.held():  # the metrics line and the counters agree
             self.run_dir.log(record)
             tally.record = self._last_record = record
             self._progress.update(
@@ -338,17 +337,6 @@ class Trainer:
             deterministic=train.deterministic_eval,
         )
         return float(np.mean(returns))
-
-
-@contextmanager
-def _sigterm_deferred() -> Iterator[None]:
-    """Hold SIGTERM (`troupe stop`) back until the block is done: the stop then unwinds the run
-    between two updates, never between logging an update and counting it."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _wait_for_actors(fleet: ActorFleet) -> None:

@@ -188,8 +188,12 @@ def test_reset_steps_do_not_affect_the_update():
 def test_unsupported_spaces_are_named():
     import gymnasium as gym
 
-    with pytest.raises(ValueError, match="action space .* is not supported"):
-        Learner(LearnerConfig(), SPACES[0], gym.spaces.Box(-1, 1, (2,)))
+    with pytest.raises(ValueError, match="action space .* is not supported: Discrete or Box"):
+        Learner(LearnerConfig(), SPACES[0], gym.spaces.MultiBinary(3))
+    with pytest.raises(ValueError, match="a Box needs finite bounds"):
+        Learner(LearnerConfig(), SPACES[0], gym.spaces.Box(-np.inf, np.inf, (2,)))
+    with pytest.raises(ValueError, match="observation space .* is not supported"):
+        Learner(LearnerConfig(), gym.spaces.Discrete(3), SPACES[1])
 
 
 def test_cuda_device_without_cuda_is_a_clear_error():

@@ -1,6 +1,9 @@
-"""The A2C loss against an independent NumPy computation."""
+"""The A2C loss against an independent NumPy computation, for categorical and Gaussian
+policies."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -9,17 +12,21 @@ import torch
 from learner.losses import A2CLoss, a2c_loss, total_loss
 
 
-def _numpy_loss(logits, actions, values, adv, ret, w):
+def _categorical_numpy(logits, actions):
     z = logits - logits.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    p = np.exp(logp)
-    taken = logp[np.arange(len(actions)), actions]
-    ent = -(p * logp).sum(axis=1)
-    return (
-        -np.mean(taken * adv * w),
-        np.mean((ret - values) ** 2),
-        np.mean(ent),
-    )
+    return logp[np.arange(len(actions)), actions], -(np.exp(logp) * logp).sum(axis=1)
+
+
+def _gaussian_numpy(mean, log_std, actions):
+    std = np.exp(log_std)
+    logp = -0.5 * ((actions - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    entropy = np.full(len(mean), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum())
+    return logp.sum(axis=1), entropy
+
+
+def _numpy_loss(logp, ent, values, adv, ret, w):
+    return -np.mean(logp * adv * w), np.mean((ret - values) ** 2), np.mean(ent)
 
 
 def _inputs(seed=0, n=32, a=4):
@@ -34,28 +41,46 @@ def _inputs(seed=0, n=32, a=4):
     )
 
 
+def _t(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("weighted", [False, True])
-def test_matches_numpy(weighted):
+def test_categorical_matches_numpy(weighted):
     logits, actions, values, adv, ret, w = _inputs()
     if not weighted:
         w = np.ones_like(w)
-    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
-    loss = a2c_loss(
-        t(logits), torch.tensor(actions), t(values), t(adv), t(ret), t(w) if weighted else None
-    )
+    dist = torch.distributions.Categorical(logits=_t(logits))
+    logp = dist.log_prob(torch.tensor(actions))
+    loss = a2c_loss(logp, dist.entropy(), _t(values), _t(adv), _t(ret), _t(w) if weighted else None)
     assert isinstance(loss, A2CLoss)
-    for got, want in zip(loss, _numpy_loss(logits, actions, values, adv, ret, w), strict=True):
+    want = _numpy_loss(*_categorical_numpy(logits, actions), values, adv, ret, w)
+    for got, expected in zip(loss, want, strict=True):
         assert got.ndim == 0
-        assert got.item() == pytest.approx(want, rel=1e-10)
+        assert got.item() == pytest.approx(expected, rel=1e-10)
 
 
-def test_gradients_flow_to_logits_and_values_only():
+def test_gaussian_matches_numpy():
+    rng = np.random.default_rng(4)
+    mean, log_std = rng.normal(size=(16, 3)), rng.normal(scale=0.5, size=3)
+    actions = mean + np.exp(log_std) * rng.normal(size=(16, 3))
+    _, _, values, adv, ret, w = _inputs(4, n=16)
+    normal = torch.distributions.Normal(_t(mean), _t(np.exp(log_std)).expand(16, 3))
+    dist = torch.distributions.Independent(normal, 1)
+    loss = a2c_loss(dist.log_prob(_t(actions)), dist.entropy(), *map(_t, (values, adv, ret, w)))
+    want = _numpy_loss(*_gaussian_numpy(mean, log_std, actions), values, adv, ret, w)
+    for got, expected in zip(loss, want, strict=True):
+        assert got.item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_gradients_flow_to_the_policy_and_values_only():
     logits, actions, values, adv, ret, _ = _inputs(1)
     lg = torch.tensor(logits, requires_grad=True)
     vs = torch.tensor(values, requires_grad=True)
     ad = torch.tensor(adv, requires_grad=True)
     rt = torch.tensor(ret, requires_grad=True)
-    loss = a2c_loss(lg, torch.tensor(actions), vs, ad, rt)
+    dist = torch.distributions.Categorical(logits=lg)
+    loss = a2c_loss(dist.log_prob(torch.tensor(actions)), dist.entropy(), vs, ad, rt)
     total_loss(loss, value_coef=0.5, entropy_coef=0.01).backward()
     assert lg.grad is not None and lg.grad.abs().sum() > 0
     assert vs.grad is not None and vs.grad.abs().sum() > 0
@@ -67,17 +92,16 @@ def test_gradients_flow_to_logits_and_values_only():
 
 def test_weights_scale_the_policy_gradient_only():
     logits, actions, values, adv, ret, _ = _inputs(2, n=4)
-    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
-    args = (t(logits), torch.tensor(actions), t(values), t(adv), t(ret))
-    plain = a2c_loss(*args)
-    w = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
-    weighted = a2c_loss(*args, weights=w)
+    logp, ent = map(_t, _categorical_numpy(logits, actions))
+    plain = a2c_loss(logp, ent, _t(values), _t(adv), _t(ret))
+    w = _t([1.0, 0.0, 1.0, 0.0])
+    weighted = a2c_loss(logp, ent, _t(values), _t(adv), _t(ret), weights=w)
     assert weighted.value_loss.item() == plain.value_loss.item()
     assert weighted.entropy_loss.item() == plain.entropy_loss.item()
     # Samples 1 and 3 no longer pull on the policy: their advantages do not matter.
     moved_adv = adv.copy()
     moved_adv[[1, 3]] += 100.0
-    moved = a2c_loss(args[0], args[1], args[2], t(moved_adv), args[4], weights=w)
+    moved = a2c_loss(logp, ent, _t(values), _t(moved_adv), _t(ret), weights=w)
     assert moved.policy_loss.item() == pytest.approx(weighted.policy_loss.item())
     assert plain.policy_loss.item() != pytest.approx(weighted.policy_loss.item())
 
@@ -89,4 +113,4 @@ def test_total_loss_combines_terms():
 
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="a2c_loss expects"):
-        a2c_loss(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long), *[torch.zeros(4)] * 3)
+        a2c_loss(torch.zeros(4, 2), torch.zeros(4), *[torch.zeros(4)] * 3)

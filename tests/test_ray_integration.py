@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import ray
+import torch
 
 from actors.config import ActorConfig, EnvConfig
 from actors.envs import env_spaces
@@ -387,3 +388,26 @@ def test_async_mode_does_not_wait_for_a_slow_actor(ray_cluster, tmp_path):
     assert marker.exists() and int(marker.read_text() or 0) < 4 * 25
     assert all(x[M.POLICY_LAG_MEAN] <= x[M.POLICY_LAG_MAX] for x in lines)
     assert all(0 < x[M.RHO_MEAN] <= 1 for x in lines if x[M.BATCH_FRAMES])
+
+
+def test_a_mujoco_env_trains_with_a_gaussian_policy(ray_cluster, tmp_path):
+    """configs/halfcheetah.yaml, shrunk: 6-D continuous actions and normalised observations
+    through the whole Ray path, evaluation included."""
+    config = load_config(
+        "configs/halfcheetah.yaml",
+        [
+            "actors.envs_per_actor=2",
+            "train.total_frames=160",
+            "train.eval_episodes=2",
+            "learner.num_threads=1",
+            f"train.run_root={tmp_path}",
+        ],
+    )
+    run = RunDir.create(tmp_path, config.name)
+    result = SyncA2C(config, run).run()
+    lines = run.read_metrics()
+    assert result.frames == 160 and len(lines) == 5
+    assert all(np.isfinite(x[M.LOSS_POLICY]) and np.isfinite(x[M.GRAD_NORM]) for x in lines)
+    assert np.isfinite(result.eval_return)
+    model = torch.load(run.path / "model.pt", weights_only=True)["params"]
+    assert model["log_std"].shape == (6,) and model["obs_norm.count"] == 160

@@ -45,7 +45,7 @@ def test_a_good_segment_validates():
     [
         ("obs", np.zeros((4, 3, 2), np.float32), "obs expected shape"),
         ("obs", np.zeros((5, 3, 2), np.float64), "obs expected dtype"),
-        ("actions", np.zeros((4, 3), np.float32), "actions expected dtype int64"),
+        ("actions", np.zeros((4, 3), np.float64), "actions expected dtype int64"),
         ("rewards", np.zeros((4, 2), np.float32), "shape"),
         ("terminated", np.zeros((4, 3), np.int64), "terminated expected dtype bool"),
         ("behaviour_logp", np.full((4, 3), 0.5, np.float32), "behaviour_logp"),

@@ -1,0 +1,120 @@
+"""Continuous actions (a diagonal Gaussian policy) and observation normalisation, without Ray."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from actors.config import ActorConfig, EnvConfig
+from actors.envs import env_spaces
+from actors.policy import ActorPolicy
+from actors.rollout import RolloutWorker
+from learner import metrics as M
+from learner.config import LearnerConfig, ModelConfig
+from learner.learner import Learner
+from learner.model import ObsNormalizer
+
+PENDULUM = EnvConfig(id="Pendulum-v1")
+
+
+def _learner(**model) -> Learner:
+    config = LearnerConfig(model=ModelConfig(**model), max_policy_lag=0)
+    return Learner(config, *env_spaces(PENDULUM))
+
+
+def _worker(learner: Learner, b=4, t=8, actor_id=0) -> RolloutWorker:
+    config = ActorConfig(envs_per_actor=b, segment_length=t)
+    worker = RolloutWorker(PENDULUM, config, learner.config.model, actor_id, seed=actor_id)
+    worker.policy.load(learner.get_weights())
+    return worker
+
+
+def test_gaussian_log_probs_match_torch():
+    """The actor's numpy sampling and log-density against torch.distributions."""
+    learner = _learner(log_std_init=-0.5)
+    policy = ActorPolicy(learner.config.model, *env_spaces(PENDULUM), seed=1)
+    policy.load(learner.get_weights())
+    obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    actions, logp = policy.act(obs)
+    assert actions.shape == (64, 1) and actions.dtype == np.float32
+    with torch.no_grad():
+        dist = learner.model.distribution(learner.model.policy_out(torch.from_numpy(obs)))
+        expected = dist.log_prob(torch.from_numpy(actions)).numpy()
+    np.testing.assert_allclose(logp, expected, rtol=1e-5, atol=1e-5)
+    # Samples spread as the learned std says: log_std -0.5 -> std 0.61.
+    assert np.std(actions - policy.act_greedy(obs)) == pytest.approx(np.exp(-0.5), rel=0.25)
+
+
+def test_segments_carry_unclipped_actions_and_the_env_gets_clipped_ones():
+    learner = _learner(log_std_init=2.0)  # std 7.4 on a [-2, 2] torque: most samples clip
+    seg = _worker(learner).sample().validate()
+    assert seg.actions.shape == (8, 4, 1) and seg.actions.dtype == np.float32
+    assert np.abs(seg.actions).max() > 2.0  # as sampled, for the log-probs
+    assert np.isfinite(seg.behaviour_logp).all()
+    policy = _worker(learner).policy
+    assert np.abs(policy.to_env(seg.actions[0])).max() <= 2.0
+
+
+def test_learner_updates_a_gaussian_policy_and_its_std():
+    learner = _learner()
+    before = learner.model.log_std.detach().clone()
+    segments = [_worker(learner, actor_id=i).sample() for i in range(2)]
+    stats = learner.update(segments)
+    assert stats[M.POLICY_VERSION] == 1 and stats[M.BATCH_FRAMES] == 64
+    for key in (M.LOSS_POLICY, M.LOSS_VALUE, M.ENTROPY, M.GRAD_NORM):
+        assert np.isfinite(stats[key])
+    # Entropy of a 1-D Gaussian with log_std 0: 0.5 + 0.5 log(2 pi).
+    assert stats[M.ENTROPY] == pytest.approx(0.5 + 0.5 * np.log(2 * np.pi), rel=1e-5)
+    assert not torch.equal(learner.model.log_std.detach(), before)
+
+
+def test_vtrace_on_policy_weights_are_one_for_gaussians():
+    learner = Learner(LearnerConfig(vtrace=True), *env_spaces(PENDULUM))
+    stats = learner.update([_worker(learner).sample()])
+    assert stats[M.RHO_MEAN] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_continuous_segments_that_do_not_fit_the_model_are_left_out():
+    learner = _learner()
+    seg = _worker(learner).sample()
+    wrong_dim = seg.replace(actions=np.zeros((8, 4, 2), np.float32))
+    discrete = seg.replace(actions=np.zeros((8, 4), np.int64))
+    good, reasons = learner.screen([seg, wrong_dim, discrete])
+    assert good == [seg]
+    assert "float32 (2,) per step; the model takes float32 (1,)" in reasons[0]
+    assert "int64 () per step" in reasons[1]
+
+
+def test_running_statistics_match_numpy_over_chunks():
+    data = np.random.default_rng(3).normal(5.0, 3.0, size=(1000, 4))
+    norm = ObsNormalizer(4)
+    for chunk in np.array_split(data, 7):
+        norm.update(torch.from_numpy(chunk))
+    np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-10)
+    z = norm(torch.from_numpy(data).float()).numpy()
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
+
+
+def test_observation_statistics_travel_with_the_weights():
+    learner = _learner(normalize_obs=True)
+    worker = _worker(learner)
+    learner.update([worker.sample()])
+    weights = learner.get_weights()
+    assert {"obs_norm.mean", "obs_norm.var", "obs_norm.count"} <= weights.params.keys()
+    assert weights.params["obs_norm.count"] == 32  # the 8 x 4 observations acted on
+    worker.policy.load(weights)
+    obs = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = learner.model.policy_out(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(worker.policy.act_greedy(obs), expected, rtol=1e-6)
+    # Without normalisation nothing extra travels (older checkpoints stay loadable).
+    assert not any(k.startswith("obs_norm") for k in _learner().get_weights().params)
+
+
+def test_an_unbounded_box_is_refused():
+    with pytest.raises(ValueError, match="finite bounds"):
+        Learner(LearnerConfig(), gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-np.inf, np.inf, (1,)))
