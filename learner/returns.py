@@ -78,12 +78,7 @@ def gae_advantages(
     cut = terminated | truncated
     deltas = rewards + gamma * _continuation(values, terminated, truncated, final_values)
     deltas = deltas - values[:-1]
-    keep = (~cut).to(rewards.dtype) * (gamma * lam)
-    advantages = torch.empty_like(rewards)
-    acc = torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        acc = deltas[t] + keep[t] * acc
-        advantages[t] = acc
+    advantages = _backward_sum(deltas, (~cut).to(rewards.dtype) * (gamma * lam))
     return advantages, advantages + values[:-1]
 
 
@@ -143,17 +138,21 @@ def vtrace(
     cut = terminated | truncated
     deltas = rhos * (rewards + gamma * _continuation(values, terminated, truncated, final_values))
     deltas = deltas - rhos * values[:-1]
-    keep = (~cut).to(rewards.dtype) * gamma * cs
-    corrections = torch.empty_like(rewards)
-    acc = torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        acc = deltas[t] + keep[t] * acc
-        corrections[t] = acc
-    vs = values[:-1] + corrections
+    vs = values[:-1] + _backward_sum(deltas, (~cut).to(rewards.dtype) * gamma * cs)
     next_vs = torch.cat([vs[1:], values[-1:]])
     cont = torch.where(truncated, final_values, next_vs)
     cont = torch.where(terminated, torch.zeros_like(cont), cont)
     return VTrace(vs=vs, pg_advantages=rewards + gamma * cont - values[:-1], rhos=rhos)
+
+
+def _backward_sum(deltas: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """[T, B] x_t = deltas_t + decay_t * x_{t+1}, with x_T = 0: GAE's and V-trace's scan."""
+    out = torch.empty_like(deltas)
+    acc = torch.zeros_like(deltas[0])
+    for t in range(deltas.shape[0] - 1, -1, -1):
+        acc = deltas[t] + decay[t] * acc
+        out[t] = acc
+    return out
 
 
 def _check_shapes(rewards, values, terminated, truncated, final_values) -> None:
