@@ -120,14 +120,15 @@ def test_fleet_leaves_what_does_not_fit_pending_and_stops_it_first(ray_cluster):
         while len(fleet.live) < 2 and time.monotonic() - started < 60:
             fleet.poll(timeout_s=1.0)
         fleet.poll(timeout_s=1.0)
-        assert (sorted(fleet.live), fleet.pending, fleet.size) == ([0, 1], 1, 3)
+        live = sorted(fleet.live)  # which two Ray placed first is up to its scheduler
+        assert (len(live), fleet.pending, fleet.size) == (2, 1, 3)
         fleet.resize(2)  # the pending one goes, the live ones stay
-        assert (sorted(fleet.live), fleet.pending) == ([0, 1], 0)
+        assert (sorted(fleet.live), fleet.pending) == (live, 0)
         fleet.resize(1)  # then the newest live one
-        assert sorted(fleet.live) == [0]
+        assert sorted(fleet.live) == live[:1]
         fleet.resize(2)  # ids are never reused, so no two actors share seeds
         fleet.poll(timeout_s=30.0)
-        assert sorted(fleet.live) == [0, 3]
+        assert sorted(fleet.live) == [live[0], 3]
     finally:
         fleet.shutdown()
 
