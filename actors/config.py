@@ -19,6 +19,13 @@ class EnvConfig:
     vectorization: Literal["auto", "native", "sync"] = "auto"
     """'native' uses the env's own vectorised implementation (e.g. CartPole's), 'sync' steps
     copies of the single env in a loop; 'auto' picks native where gymnasium has one."""
+    preprocessing: Literal["none", "atari"] = "none"
+    """'atari': the standard Atari pipeline (Mnih et al. 2015, as in SB3's AtariWrapper): 30
+    random no-ops at reset, 4 frames skipped per action with the last two max-pooled,
+    grayscale, 84 x 84, and the last 4 frames stacked: uint8 observations [4, 84, 84].
+    Native ALE vector envs do this in C++ (with one stepping thread unless
+    `kwargs.num_threads` says more); 'sync' wraps each env in gymnasium's AtariPreprocessing
+    and FrameStackObservation."""
 
     def __post_init__(self) -> None:
         require(
@@ -32,6 +39,12 @@ class EnvConfig:
             "env.vectorization",
             self.vectorization,
             "one of 'auto', 'native', 'sync'",
+        )
+        require(
+            self.preprocessing in ("none", "atari"),
+            "env.preprocessing",
+            self.preprocessing,
+            "one of 'none', 'atari'",
         )
 
 

@@ -32,10 +32,12 @@ def evaluate(
         )
         policy.load(weights)
         obs, _ = env.reset(seed=seed)
+        # As the rollout worker does: pixels stay uint8, the rest is float32.
+        dtype = np.uint8 if env.single_observation_space.dtype == np.uint8 else np.float32
         running = np.zeros(episodes, dtype=np.float64)
         finished = np.full(episodes, np.nan)
         for _ in range(max_steps):
-            obs = np.asarray(obs, dtype=np.float32)
+            obs = np.asarray(obs, dtype=dtype)
             actions = policy.act_greedy(obs) if deterministic else policy.act(obs)[0]
             obs, reward, terminated, truncated, _ = env.step(policy.to_env(actions))
             open_ = np.isnan(finished)

@@ -28,6 +28,8 @@ class ActorPolicy:
         self.rng = np.random.default_rng(seed)
         self.version = -1
         self.continuous = self.model.continuous
+        self.gsde = self.model.gsde
+        self.exploration: np.ndarray | None = None  # gSDE: [B, F, A], one matrix per env
         if self.continuous:
             self.low = action_space.low.astype(np.float32)
             self.high = action_space.high.astype(np.float32)
@@ -42,6 +44,14 @@ class ActorPolicy:
             self.version = weights.version
             if self.continuous:
                 self.log_std = self.model.log_std.numpy().astype(np.float64)
+            self.exploration = None  # drawn anew from the new weights' spread
+
+    def new_noise(self, batch: int) -> None:
+        """gSDE: draw each env's exploration matrix, kept until the next call (the worker
+        calls this at every segment start) or until new weights arrive. No-op otherwise."""
+        if self.gsde:
+            std = np.exp(self.log_std)  # [F, A]
+            self.exploration = self.rng.standard_normal((batch, *std.shape)) * std
 
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """obs [B, *O] -> (actions, log pi(a|s) [B] float32), sampled.
@@ -51,6 +61,8 @@ class ActorPolicy:
         actions [B, *A] float32 from the diagonal Gaussian, unclipped (the log-prob is of this
         sample; `to_env` clips what the env gets).
         """
+        if self.gsde:
+            return self._act_gsde(obs)
         with torch.inference_mode():
             out = self.model.policy_out(torch.from_numpy(obs)).numpy()
         if self.continuous:
@@ -67,12 +79,28 @@ class ActorPolicy:
         logp = np.take_along_axis(logp_all, actions[:, None], axis=1)[:, 0]
         return actions.astype(np.int64), logp.astype(np.float32)
 
+    def _act_gsde(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """gSDE: action = mean + h W with this env's matrix W; its log-prob under the
+        per-state Gaussian the learner evaluates (mean, sqrt(h^2 exp(2 log_std)))."""
+        if self.exploration is None or len(self.exploration) != len(obs):
+            self.new_noise(len(obs))
+        with torch.inference_mode():
+            h = self.model.policy_features(torch.from_numpy(obs))
+            mean, std = np.split(self.model.policy_from_features(h).numpy(), 2, axis=1)
+        h = h.numpy().astype(np.float64)
+        actions = mean + np.einsum("bf,bfa->ba", h, self.exploration)
+        z = (actions - mean) / std
+        logp = (-0.5 * z**2 - np.log(std) - _HALF_LOG_2PI).sum(axis=1)
+        shape = (len(obs), *self.action_shape)
+        return actions.astype(np.float32).reshape(shape), logp.astype(np.float32)
+
     def act_greedy(self, obs: np.ndarray) -> np.ndarray:
         """obs [B, *O] -> the most probable actions: [B] int64, or the Gaussian means."""
         with torch.inference_mode():
             out = self.model.policy_out(torch.from_numpy(obs)).numpy()
         if self.continuous:
-            return out.astype(np.float32).reshape(len(out), *self.action_shape)
+            mean = out[:, : out.shape[1] // 2] if self.gsde else out
+            return mean.astype(np.float32).reshape(len(out), *self.action_shape)
         return out.argmax(-1)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:

@@ -101,6 +101,7 @@ class RolloutWorker:
             self.policy.load(weights)
         if self.policy.version < 0:
             raise RuntimeError(f"actor {self.actor_id}: sample() before any weights were loaded")
+        self.policy.new_noise(self.num_envs)
         t_len, b = self.segment_length, self.num_envs
         obs = np.empty((t_len + 1, b, *self.obs_shape), dtype=self.obs_dtype)
         action_dtype = np.float32 if self.policy.continuous else np.int64

@@ -19,9 +19,9 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
 from bench.cartpole import run_troupe
+from bench.common import start_local_ray
 from bench.envs import SLOW_CARTPOLE_ID
 
 ACTORS = 4
@@ -53,14 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
-    start = time.perf_counter()
-    ray.init(
-        address="local",
-        num_cpus=max(ACTORS + 1, os.cpu_count() or 1),
-        include_dashboard=False,
-        logging_level="WARNING",
-    )
-    ray_start = time.perf_counter() - start
+    ray_start = start_local_ray(max(ACTORS + 1, os.cpu_count() or 1))
     settings = [(mode, slow) for slow in (False, True) for mode in ("sync", "async")]
     results: dict[tuple[str, bool], list[dict]] = {s: [] for s in settings}
     try:

@@ -33,6 +33,8 @@ from collections import deque
 
 import numpy as np
 
+from bench.common import start_local_ray
+
 TARGET = 475.0
 STREAK = 3  # passing evaluations in a row, as in configs/cartpole.yaml
 
@@ -157,14 +159,7 @@ def main() -> None:
 
     import ray
 
-    start = time.perf_counter()
-    ray.init(
-        address="local",
-        num_cpus=max(4, os.cpu_count() or 1),
-        include_dashboard=False,
-        logging_level="WARNING",
-    )
-    ray_start = time.perf_counter() - start
+    ray_start = start_local_ray()
     results: dict[str, list[dict]] = {"troupe": [], "sb3": []}
     try:
         for seed in range(args.seeds):

@@ -20,14 +20,24 @@ def require(ok: bool, name: str, value: Any, allowed: str) -> None:
 class ModelConfig:
     """Actor-critic network shape."""
 
+    torso: Literal["auto", "mlp", "cnn"] = "auto"
+    """Feature extractor: 'mlp' for vector observations, 'cnn' (the Nature DQN layout, 512
+    features) for stacked frames [C, H, W]; 'auto' takes the CNN for uint8 observations of
+    rank 3 and the MLP otherwise."""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """Widths of the MLP torso's hidden layers."""
+    """Widths of the MLP torso's hidden layers (the CNN torso has its own fixed layout)."""
     shared_trunk: bool = False
     """One torso for policy and value (True) or a separate torso for each (False)."""
     activation: Literal["tanh", "relu"] = "tanh"
+    exploration: Literal["gaussian", "gsde"] = "gaussian"
+    """Continuous actions: 'gaussian' adds independent noise each step (a learned std per
+    action); 'gsde' is generalised state-dependent exploration (Raffin et al. 2022): the
+    noise is the policy's features times a random matrix drawn once per segment, so it is
+    smooth over time and scales with the state. rl-baselines3-zoo's A2C results for Pendulum
+    and MuJoCo use it."""
     log_std_init: float = 0.0
     """Continuous actions: initial log standard deviation of the Gaussian policy (learned,
-    state-independent)."""
+    state-independent), or with gSDE of the exploration matrix's entries."""
     normalize_obs: bool = False
     """Standardise observations with running mean and variance kept by the learner; they
     travel with the weights, so every actor and evaluation normalises the same way."""
@@ -38,6 +48,18 @@ class ModelConfig:
             "learner.model.log_std_init",
             self.log_std_init,
             "a number in [-5, 2]",
+        )
+        require(
+            self.exploration in ("gaussian", "gsde"),
+            "learner.model.exploration",
+            self.exploration,
+            "one of 'gaussian', 'gsde'",
+        )
+        require(
+            self.torso in ("auto", "mlp", "cnn"),
+            "learner.model.torso",
+            self.torso,
+            "one of 'auto', 'mlp', 'cnn'",
         )
         sizes = self.hidden_sizes
         require(
@@ -94,6 +116,9 @@ class LearnerConfig:
     reward_scale: float = 1.0
     """Rewards are multiplied by this in the learner (e.g. 0.1 for large per-step rewards);
     reported episode returns stay unscaled."""
+    clip_rewards: bool = False
+    """Train on the sign of each reward (-1, 0, 1), the Atari convention that puts every game
+    on one scale; applied before reward_scale. Reported episode returns stay unclipped."""
     max_policy_lag: int = 8
     """Leave out segments whose policy is more than this many versions behind the learner's
     (counted in learner/stale_segments); 0: keep all. Sync mode has no lag."""

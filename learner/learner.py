@@ -171,6 +171,8 @@ class Learner:
         batch = _Batch.collate(segments, self.device)
         cfg = self.config
         t, n = batch.rewards.shape
+        if cfg.clip_rewards:
+            batch.rewards = torch.sign(batch.rewards)
         if cfg.reward_scale != 1.0:
             batch.rewards = batch.rewards * cfg.reward_scale
         flat_obs = batch.obs.reshape((t + 1) * n, *batch.obs.shape[2:])

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from learner.config import ModelConfig
+from learner.config import ConfigError, ModelConfig
+from learner.torsos import build_torso, orthogonal, torso_kind
 
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
-
-
-def _mlp(in_dim: int, sizes: tuple[int, ...], activation: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for width in sizes:
-        linear = nn.Linear(in_dim, width)
-        nn.init.orthogonal_(linear.weight, math.sqrt(2))
-        nn.init.zeros_(linear.bias)
-        layers += [linear, _ACTIVATIONS[activation]()]
-        in_dim = width
-    return nn.Sequential(*layers)
-
-
-def _head(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
-    linear = nn.Linear(in_dim, out_dim)
-    nn.init.orthogonal_(linear.weight, gain)
-    nn.init.zeros_(linear.bias)
-    return linear
+GSDE_EPS = 1e-6
+"""Added to gSDE's variance, which is zero where every feature is."""
 
 
 class ObsNormalizer(nn.Module):
@@ -64,7 +46,7 @@ class ObsNormalizer(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """MLP policy and value function over flattened observations.
+    """Policy and value function on a torso chosen by the observation space (see `torsos`).
 
     Discrete actions: categorical logits. Box actions: a diagonal Gaussian whose mean the
     network outputs and whose log standard deviation is a learned, state-independent vector.
@@ -72,37 +54,75 @@ class ActorCritic(nn.Module):
     near zero mean), the convention of the OpenAI baselines and Stable-Baselines3 A2C.
     """
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, config: ModelConfig) -> None:
+    def __init__(
+        self, observation_space: gym.spaces.Box, action_space: gym.Space, config: ModelConfig
+    ) -> None:
         super().__init__()
-        sizes, act = config.hidden_sizes, config.activation
+        self.torso_kind = torso_kind(config, observation_space)
         self.continuous = isinstance(action_space, gym.spaces.Box)
+        self.gsde = config.exploration == "gsde"
+        if self.gsde and not self.continuous:
+            raise ConfigError(
+                f"learner.model.exploration='gsde' needs a Box action space; {action_space} "
+                "is discrete. Use exploration: gaussian (it does not apply to discrete actions)"
+            )
         out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
+        self.action_dim = out
         # Only when asked for: the state dict (weights, checkpoints) stays as it was otherwise.
+        obs_dim = int(np.prod(observation_space.shape))
         self.obs_norm = ObsNormalizer(obs_dim) if config.normalize_obs else None
-        self.policy_torso = _mlp(obs_dim, sizes, act)
-        self.value_torso = None if config.shared_trunk else _mlp(obs_dim, sizes, act)
-        self.policy_head = _head(sizes[-1], out, 0.01)
-        self.value_head = _head(sizes[-1], 1, 1.0)
+        self.policy_torso, width = build_torso(self.torso_kind, config, observation_space)
+        self.value_torso = (
+            None
+            if config.shared_trunk
+            else build_torso(self.torso_kind, config, observation_space)[0]
+        )
+        self.policy_head = orthogonal(nn.Linear(width, out), 0.01)
+        self.value_head = orthogonal(nn.Linear(width, 1), 1.0)
         if self.continuous:
-            self.log_std = nn.Parameter(torch.full((out,), float(config.log_std_init)))
+            # gSDE: one log std per (feature, action) pair, the spread of the exploration
+            # matrix's entries; otherwise one per action.
+            shape = (width, out) if self.gsde else (out,)
+            self.log_std = nn.Parameter(torch.full(shape, float(config.log_std_init)))
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.torso_kind == "cnn":  # it keeps the image shape and scales uint8 itself
+            return obs
         x = obs.reshape(obs.shape[0], -1).float()
         return x if self.obs_norm is None else self.obs_norm(x)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """obs [N, *O] -> (policy outputs [N, A]: logits or Gaussian means, values [N])."""
+        """obs [N, *O] -> (policy outputs, values [N]). The outputs are logits [N, A],
+        Gaussian means [N, A], or with gSDE means and standard deviations [N, 2A]."""
         x = self._flat(obs)
         h = self.policy_torso(x)
         hv = h if self.value_torso is None else self.value_torso(x)
-        return self.policy_head(h), self.value_head(hv).squeeze(-1)
+        return self.policy_from_features(h), self.value_head(hv).squeeze(-1)
+
+    def policy_features(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [N, *O] -> the policy torso's features [N, F] (what gSDE's noise reads)."""
+        return self.policy_torso(self._flat(obs))
+
+    def policy_from_features(self, h: torch.Tensor) -> torch.Tensor:
+        """Features [N, F] -> policy outputs, as `forward` gives them."""
+        mean = self.policy_head(h)
+        if not self.gsde:
+            return mean
+        # gSDE (Raffin et al. 2022): noise = h W with W ~ N(0, exp(log_std)^2) entrywise, so
+        # per action a Gaussian of variance (h^2) exp(2 log_std). The features are detached:
+        # exploration does not train the torso (SB3's default, learn_features=False).
+        variance = (h.detach() ** 2) @ torch.exp(2 * self.log_std)
+        return torch.cat([mean, torch.sqrt(variance + GSDE_EPS)], dim=-1)
 
     def policy_out(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [N, *O] -> logits or means [N, A], without evaluating a separate value torso."""
-        return self.policy_head(self.policy_torso(self._flat(obs)))
+        """obs [N, *O] -> policy outputs, without evaluating a separate value torso."""
+        return self.policy_from_features(self.policy_features(obs))
 
     def distribution(self, out: torch.Tensor) -> torch.distributions.Distribution:
-        """The policy for outputs [N, A]: `log_prob(actions)` and `entropy()` are [N]."""
+        """The policy for outputs from `forward`: `log_prob(actions)` and `entropy()` are [N]."""
+        if self.gsde:
+            mean, std = out.split(self.action_dim, dim=-1)
+            return torch.distributions.Independent(torch.distributions.Normal(mean, std), 1)
         if self.continuous:
             std = self.log_std.exp().expand_as(out)
             return torch.distributions.Independent(torch.distributions.Normal(out, std), 1)
@@ -131,8 +151,7 @@ def build_model(
             f"action space {action_space} is not supported: a Box needs finite bounds, "
             "which actions are clipped to"
         )
-    obs_dim = int(np.prod(observation_space.shape))
-    return ActorCritic(obs_dim, action_space, config)
+    return ActorCritic(observation_space, action_space, config)
 
 
 def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:

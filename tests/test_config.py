@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from actors.envs import env_spaces
 from learner.config import ConfigError
+from learner.model import build_model
 from services.config import RunConfig, from_dict, load_config
 from tests.conftest import ROOT
 
@@ -15,6 +17,14 @@ def test_shipped_config_loads():
     cfg = load_config(CARTPOLE)
     assert cfg.env.id == "CartPole-v1"
     assert cfg.train.target_return >= 475
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_builds_its_env_and_model(path):
+    """Each config loads, round-trips, and its env and network build (extras from [dev])."""
+    cfg = load_config(path)
+    assert from_dict(cfg.to_dict()) == cfg
+    build_model(cfg.learner.model, *env_spaces(cfg.env))
 
 
 def test_defaults_and_round_trip():

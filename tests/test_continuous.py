@@ -12,7 +12,7 @@ from actors.envs import env_spaces
 from actors.policy import ActorPolicy
 from actors.rollout import RolloutWorker
 from learner import metrics as M
-from learner.config import LearnerConfig, ModelConfig
+from learner.config import ConfigError, LearnerConfig, ModelConfig
 from learner.learner import Learner
 from learner.model import ObsNormalizer
 
@@ -118,3 +118,59 @@ def test_observation_statistics_travel_with_the_weights():
 def test_an_unbounded_box_is_refused():
     with pytest.raises(ValueError, match="finite bounds"):
         Learner(LearnerConfig(), gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-np.inf, np.inf, (1,)))
+
+
+def test_gsde_log_probs_match_the_learners_distribution():
+    learner = _learner(exploration="gsde", log_std_init=-1.0)
+    assert learner.model.log_std.shape == (64, 1)
+    policy = ActorPolicy(learner.config.model, *env_spaces(PENDULUM), seed=1)
+    policy.load(learner.get_weights())
+    obs = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    policy.new_noise(32)
+    actions, logp = policy.act(obs)
+    with torch.no_grad():
+        out = learner.model.policy_out(torch.from_numpy(obs))
+        assert out.shape == (32, 2)  # mean and a per-state std
+        dist = learner.model.distribution(out)
+        expected = dist.log_prob(torch.from_numpy(actions)).numpy()
+    np.testing.assert_allclose(logp, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gsde_noise_is_fixed_within_a_segment_and_spreads_as_its_std_says():
+    """Same state, same matrix: the same action until new noise is drawn. Over many draws
+    the action at one state is N(mean, sqrt(sum_f h_f^2 exp(2 log_std_f)))."""
+    learner = _learner(exploration="gsde", log_std_init=-1.0)
+    policy = ActorPolicy(learner.config.model, *env_spaces(PENDULUM), seed=2)
+    policy.load(learner.get_weights())
+    state = np.array([[0.3, -0.9, 1.5]], dtype=np.float32)
+    policy.new_noise(1)
+    first, _ = policy.act(state)
+    again, _ = policy.act(state)
+    assert first == again
+    policy.new_noise(1)
+    assert policy.act(state)[0] != first
+
+    many = np.repeat(state, 20_000, axis=0)
+    policy.new_noise(len(many))
+    actions, _ = policy.act(many)
+    with torch.no_grad():
+        h = learner.model.policy_features(torch.from_numpy(state))[0].double().numpy()
+    mean = policy.act_greedy(state)[0, 0]
+    std = np.sqrt((h**2 * np.exp(2 * -1.0)).sum())
+    assert actions.mean() == pytest.approx(mean, abs=4 * std / np.sqrt(len(many)))
+    assert actions.std() == pytest.approx(std, rel=0.03)
+
+
+def test_gsde_trains_its_matrix_of_log_stds_and_refuses_discrete_actions():
+    learner = _learner(exploration="gsde", log_std_init=-2.0)
+    before = learner.model.log_std.detach().clone()
+    stats = learner.update([_worker(learner, actor_id=i).sample() for i in range(2)])
+    assert stats[M.POLICY_VERSION] == 1 and np.isfinite(stats[M.GRAD_NORM])
+    assert not torch.equal(learner.model.log_std.detach(), before)
+    with pytest.raises(ConfigError, match="learner.model.exploration='gsde' needs a Box"):
+        Learner(
+            LearnerConfig(model=ModelConfig(exploration="gsde")),
+            *env_spaces(EnvConfig(id="CartPole-v1")),
+        )
+    with pytest.raises(ConfigError, match="learner.model.exploration"):
+        ModelConfig(exploration="ou")

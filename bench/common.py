@@ -1,0 +1,22 @@
+"""What the benchmarks share."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def start_local_ray(num_cpus: int | None = None) -> float:
+    """Start a new local Ray for this benchmark (never one a `ray start` left running) with at
+    least 4 logical CPUs, so every actor of a shipped config is placed; return its start
+    time in seconds, which the benchmarks print but do not count."""
+    import ray
+
+    start = time.perf_counter()
+    ray.init(
+        address="local",
+        num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
+    return time.perf_counter() - start
