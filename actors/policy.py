@@ -6,11 +6,10 @@ import math
 
 import gymnasium as gym
 import numpy as np
-import torch
 
+from actors.networks import policy_network
 from learner.config import ModelConfig
 from learner.core import PolicyWeights
-from learner.model import build_model, load_numpy_state
 
 
 class ActorPolicy:
@@ -23,12 +22,11 @@ class ActorPolicy:
         action_space: gym.Space,
         seed: int,
     ) -> None:
-        self.model = build_model(config, observation_space, action_space)
-        self.model.requires_grad_(False)
+        self.network = policy_network(config, observation_space, action_space)
         self.rng = np.random.default_rng(seed)
         self.version = -1
-        self.continuous = self.model.continuous
-        self.gsde = self.model.gsde
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        self.gsde = self.continuous and config.exploration == "gsde"
         self.exploration: np.ndarray | None = None  # gSDE: [B, F, A], one matrix per env
         if self.continuous:
             self.low = action_space.low.astype(np.float32)
@@ -40,10 +38,10 @@ class ActorPolicy:
     def load(self, weights: PolicyWeights) -> None:
         """Adopt `weights` unless they are the version already loaded."""
         if weights.version != self.version:
-            load_numpy_state(self.model, weights.params)
+            self.network.load(weights.params)
             self.version = weights.version
             if self.continuous:
-                self.log_std = self.model.log_std.numpy().astype(np.float64)
+                self.log_std = self.network.log_std.astype(np.float64)
             self.exploration = None  # drawn anew from the new weights' spread
 
     def new_noise(self, batch: int) -> None:
@@ -63,8 +61,7 @@ class ActorPolicy:
         """
         if self.gsde:
             return self._act_gsde(obs)
-        with torch.inference_mode():
-            out = self.model.policy_out(torch.from_numpy(obs)).numpy()
+        out = self.network.outputs(self.network.features(obs))
         if self.continuous:
             noise = self.rng.standard_normal(out.shape)
             actions = out + np.exp(self.log_std) * noise
@@ -84,10 +81,9 @@ class ActorPolicy:
         per-state Gaussian the learner evaluates (mean, sqrt(h^2 exp(2 log_std)))."""
         if self.exploration is None or len(self.exploration) != len(obs):
             self.new_noise(len(obs))
-        with torch.inference_mode():
-            h = self.model.policy_features(torch.from_numpy(obs))
-            mean, std = np.split(self.model.policy_from_features(h).numpy(), 2, axis=1)
-        h = h.numpy().astype(np.float64)
+        h = self.network.features(obs)
+        mean, std = np.split(self.network.outputs(h), 2, axis=1)
+        h = h.astype(np.float64)
         actions = mean + np.einsum("bf,bfa->ba", h, self.exploration)
         z = (actions - mean) / std
         logp = (-0.5 * z**2 - np.log(std) - _HALF_LOG_2PI).sum(axis=1)
@@ -96,8 +92,7 @@ class ActorPolicy:
 
     def act_greedy(self, obs: np.ndarray) -> np.ndarray:
         """obs [B, *O] -> the most probable actions: [B] int64, or the Gaussian means."""
-        with torch.inference_mode():
-            out = self.model.policy_out(torch.from_numpy(obs)).numpy()
+        out = self.network.outputs(self.network.features(obs))
         if self.continuous:
             mean = out[:, : out.shape[1] // 2] if self.gsde else out
             return mean.astype(np.float32).reshape(len(out), *self.action_shape)

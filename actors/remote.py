@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import ray
-import torch
 
 from actors.config import ActorConfig, EnvConfig
 from actors.rollout import EnvCrashed, RolloutWorker
@@ -25,10 +25,11 @@ class RolloutActor:
         actor_id: int,
         seed: int,
     ) -> None:
-        # One thread: batched inference on a small MLP gains nothing from more, and several
-        # actors share the node's cores.
-        torch.set_num_threads(1)
         self.worker = RolloutWorker(env_config, actor_config, model_config, actor_id, seed)
+        # A CNN policy runs in torch: one thread, as several actors share the node's cores.
+        # (An MLP policy runs in numpy and this process never imports torch.)
+        if (torch := sys.modules.get("torch")) is not None:
+            torch.set_num_threads(1)
 
     # No task events: Ray's GCS would keep a record of each of these calls, dozens a second
     # for as long as the run lasts (see bench/soak.py).

@@ -96,6 +96,8 @@ def run_sb3(seed: int, budget: int, eval_interval: float) -> dict:
             self.last_eval = time.perf_counter()
             self.eval_time = 0.0
             self.streak = 0
+            self.first_pass: float | None = None  # wall clock of the first passing evaluation
+            self.first_pass_frames = 0
             self.window: deque[float] = deque(maxlen=100)
 
         def _evaluate(self) -> None:
@@ -104,6 +106,8 @@ def run_sb3(seed: int, budget: int, eval_interval: float) -> dict:
             self.last_eval = time.perf_counter()
             self.eval_time += self.last_eval - now
             self.streak = self.streak + 1 if mean >= TARGET else 0
+            if self.streak and self.first_pass is None:
+                self.first_pass, self.first_pass_frames = time.time(), self.model.num_timesteps
 
         def _on_step(self) -> bool:
             ended = [i["episode"]["r"] for i in self.locals.get("infos", []) if "episode" in i]
@@ -136,6 +140,8 @@ def run_sb3(seed: int, budget: int, eval_interval: float) -> dict:
         "total": end - begin,
         "frames": model.num_timesteps,
         "fps": model.num_timesteps / training,
+        "first_pass": callback.first_pass or float("nan"),
+        "first_pass_frames": callback.first_pass_frames,
     }
 
 

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
+
+
+def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
+    """`--set KEY=VALUE` (repeatable) into `args.overrides`, as `troupe train --set` takes."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"config override for every run, e.g. {example}",
+    )
 
 
 def start_local_ray(num_cpus: int | None = None) -> float:

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from bench.common import start_local_ray
+from bench.common import add_overrides, start_local_ray
 
 # rl-baselines3-zoo's A2C benchmark (its benchmark.md): mean return and the frames trained.
 ZOO_A2C = {
@@ -113,14 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CLASSIC))
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override for every run, e.g. train.total_frames=200000",
-    )
+    add_overrides(parser, "train.total_frames=200000")
     parser.add_argument("--out", help="also write every run's figures to this JSON file")
     args = parser.parse_args()
 

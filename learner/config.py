@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A configuration value out of range; the message names the field and what is allowed."""
@@ -74,6 +76,33 @@ class ModelConfig:
             self.activation,
             "one of 'tanh', 'relu'",
         )
+
+    def torso_for(self, observation_space) -> str:
+        """'cnn' or 'mlp': the torso `torso` gives a gymnasium Box space, 'auto' resolved.
+
+        'auto' takes the CNN for uint8 observations of rank 3 (stacked frames, channels first)
+        and the MLP otherwise. Raises ConfigError when the choice cannot take the space.
+        """
+        shape, dtype = tuple(observation_space.shape), observation_space.dtype
+        pixels = len(shape) == 3 and dtype == np.uint8
+        kind = self.torso if self.torso != "auto" else ("cnn" if pixels else "mlp")
+        if kind == "cnn":
+            if len(shape) != 3 or min(shape[1:]) < NATURE_MIN_SIDE:
+                raise ConfigError(
+                    f"learner.model.torso='cnn' needs observations [C, H, W] with H, W >= "
+                    f"{NATURE_MIN_SIDE} (e.g. env.preprocessing: atari gives [4, 84, 84]); "
+                    f"the env's are {shape}. Use torso: mlp for vector observations"
+                )
+            if self.normalize_obs:
+                raise ConfigError(
+                    "learner.model.normalize_obs=True does not apply to pixel observations, "
+                    "which the CNN scales to [0, 1]; set it to false"
+                )
+        return kind
+
+
+NATURE_MIN_SIDE = 36
+"""Smallest image side the Nature CNN's three convolutions (8/4, 4/2, 3/1) leave a pixel of."""
 
 
 @dataclass(frozen=True)

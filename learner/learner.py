@@ -92,6 +92,12 @@ class Learner:
             self._weights = PolicyWeights(self.version, state_to_numpy(self.model))
         return self._weights
 
+    def _sync(self) -> None:
+        """Wait for queued device work, so the update's parts are timed apart (on CUDA the
+        copies would otherwise overlap the compute they feed)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def state(self) -> dict:
         """Everything needed to continue exactly from here: model and optimiser state,
         counters and the torch RNG; tensors on CPU, so it loads anywhere (and under
@@ -169,6 +175,8 @@ class Learner:
         if not segments:
             return {**self._no_step(rejections, start), **lag}
         batch = _Batch.collate(segments, self.device)
+        self._sync()
+        collated = time.perf_counter()
         cfg = self.config
         t, n = batch.rewards.shape
         if cfg.clip_rewards:
@@ -253,6 +261,8 @@ class Learner:
             M.POLICY_VERSION: self.version,
             M.SKIPPED_UPDATES: self.skipped_updates,
             M.UPDATE_TIME: time.perf_counter() - start,
+            M.TRANSFER_TIME: collated - start,
+            M.COMPUTE_TIME: time.perf_counter() - collated,
             M.BATCH_FRAMES: t * n,
             M.EPISODE_RETURN: returns_done,
             M.EPISODE_LENGTH: lengths_done,

@@ -5,7 +5,14 @@ BATCH_FRAMES = "learner/batch_frames"
 FPS = "perf/fps"
 UPDATES = "perf/updates"
 WALL_TIME = "perf/wall_time_s"
+UNIX_TIME = "perf/unix_time"
+"""Seconds since the epoch when the record was made: lines up metrics with logs and clocks."""
 UPDATE_TIME = "perf/update_time_s"
+# Parts of one update: segments to tensors on the learner's device; forward, backward and
+# optimiser step; weights copied off the device for the actors (0 when nothing changed).
+TRANSFER_TIME = "perf/learner_transfer_s"
+COMPUTE_TIME = "perf/learner_compute_s"
+PUBLISH_TIME = "perf/learner_publish_s"
 
 LOSS_POLICY = "loss/policy"
 LOSS_VALUE = "loss/value"

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from learner.config import ConfigError, ModelConfig
-from learner.torsos import build_torso, orthogonal, torso_kind
+from learner.config import ModelConfig
+from learner.spaces import check_spaces
+from learner.torsos import build_torso, orthogonal
 
 GSDE_EPS = 1e-6
 """Added to gSDE's variance, which is zero where every feature is."""
@@ -58,14 +59,9 @@ class ActorCritic(nn.Module):
         self, observation_space: gym.spaces.Box, action_space: gym.Space, config: ModelConfig
     ) -> None:
         super().__init__()
-        self.torso_kind = torso_kind(config, observation_space)
+        self.torso_kind = config.torso_for(observation_space)
         self.continuous = isinstance(action_space, gym.spaces.Box)
         self.gsde = config.exploration == "gsde"
-        if self.gsde and not self.continuous:
-            raise ConfigError(
-                f"learner.model.exploration='gsde' needs a Box action space; {action_space} "
-                "is discrete. Use exploration: gaussian (it does not apply to discrete actions)"
-            )
         out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
         self.action_dim = out
         # Only when asked for: the state dict (weights, checkpoints) stays as it was otherwise.
@@ -137,20 +133,7 @@ def build_model(
     config: ModelConfig, observation_space: gym.Space, action_space: gym.Space
 ) -> ActorCritic:
     """Build the network for an environment's spaces, or say which space is unsupported."""
-    if not isinstance(observation_space, gym.spaces.Box):
-        raise ValueError(
-            f"observation space {observation_space} is not supported: a Box is required"
-        )
-    box = isinstance(action_space, gym.spaces.Box)
-    if not (isinstance(action_space, gym.spaces.Discrete) or box):
-        raise ValueError(
-            f"action space {action_space} is not supported: Discrete or Box is required"
-        )
-    if box and not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
-        raise ValueError(
-            f"action space {action_space} is not supported: a Box needs finite bounds, "
-            "which actions are clipped to"
-        )
+    check_spaces(config, observation_space, action_space)
     return ActorCritic(observation_space, action_space, config)
 
 

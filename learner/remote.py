@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import ray
 
+from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.core import PolicyWeights, Segment
-from learner.learner import Learner
 
 
 class LearnerActor:
@@ -15,6 +17,9 @@ class LearnerActor:
     the weights' ref to every actor without fetching them."""
 
     def __init__(self, config: LearnerConfig, observation_space, action_space, seed: int) -> None:
+        # Imported in the actor's own process: the driver that spawns it never needs torch.
+        from learner.learner import Learner
+
         self.learner = Learner(config, observation_space, action_space, seed)
 
     @ray.method(enable_task_events=False)  # called every update: see RolloutActor.sample
@@ -24,7 +29,10 @@ class LearnerActor:
     @ray.method(num_returns=2, enable_task_events=False)
     def update(self, *segments: Segment) -> tuple[dict, PolicyWeights]:
         stats = self.learner.update(segments)
-        return stats, self.learner.get_weights()
+        start = time.perf_counter()
+        weights = self.learner.get_weights()
+        stats[M.PUBLISH_TIME] = time.perf_counter() - start
+        return stats, weights
 
     def state(self) -> dict:
         return self.learner.state()

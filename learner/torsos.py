@@ -14,13 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from learner.config import ConfigError, ModelConfig
+from learner.config import ModelConfig
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 NATURE_FEATURES = 512
 """Width of the Nature CNN's feature layer, which the heads read."""
-_NATURE_MIN_SIDE = 36
-"""Smallest image side the three Nature convolutions (8/4, 4/2, 3/1) leave a pixel of."""
 
 
 def orthogonal(layer: nn.Linear | nn.Conv2d, gain: float) -> nn.Module:
@@ -69,34 +67,10 @@ class NatureCNN(nn.Module):
         return self.fc(self.convs(obs.float() * self.scale))
 
 
-def torso_kind(config: ModelConfig, observation_space: gym.spaces.Box) -> str:
-    """'cnn' or 'mlp': what `learner.model.torso` asks for, with 'auto' resolved.
-
-    'auto' takes the CNN for uint8 observations of rank 3 (stacked frames, channels first)
-    and the MLP otherwise. Raises ConfigError when the choice cannot take the space.
-    """
-    shape, dtype = tuple(observation_space.shape), observation_space.dtype
-    pixels = len(shape) == 3 and dtype == np.uint8
-    kind = config.torso if config.torso != "auto" else ("cnn" if pixels else "mlp")
-    if kind == "cnn":
-        if len(shape) != 3 or min(shape[1:]) < _NATURE_MIN_SIDE:
-            raise ConfigError(
-                f"learner.model.torso='cnn' needs observations [C, H, W] with H, W >= "
-                f"{_NATURE_MIN_SIDE} (e.g. env.preprocessing: atari gives [4, 84, 84]); "
-                f"the env's are {shape}. Use torso: mlp for vector observations"
-            )
-        if config.normalize_obs:
-            raise ConfigError(
-                "learner.model.normalize_obs=True does not apply to pixel observations, which "
-                "the CNN scales to [0, 1]; set it to false"
-            )
-    return kind
-
-
 def build_torso(
     kind: str, config: ModelConfig, observation_space: gym.spaces.Box
 ) -> tuple[nn.Module, int]:
-    """(torso module, width of its output) for a kind from `torso_kind`."""
+    """(torso module, width of its output) for a kind from `ModelConfig.torso_for`."""
     if kind == "cnn":
         return NatureCNN(observation_space), NATURE_FEATURES
     obs_dim = int(np.prod(observation_space.shape))

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-import torch
 from fsspec.implementations.local import LocalFileSystem
 
 log = logging.getLogger(__name__)
@@ -105,6 +104,10 @@ class Checkpoints:
     def save(self, learner: dict, counters: dict, config: dict) -> str:
         """Write a checkpoint and drop all but the newest `keep`. A crash at any point leaves
         either the old set or the old set plus a complete new file."""
+        # torch here, not at the top: the driver needs it only from its first checkpoint on,
+        # and importing it costs seconds of CPU that start-up shares with the Ray workers.
+        import torch
+
         name = f"ckpt-{int(counters['updates']):09d}.pt"
         payload = {"format": FORMAT, "learner": learner, "counters": counters, "config": config}
         buffer = io.BytesIO()
@@ -133,6 +136,8 @@ class Checkpoints:
         """The newest checkpoint that loads; torn or foreign ones are logged and skipped. A
         storage error (network, permissions) is raised: skipping a checkpoint because S3
         hiccupped would silently resume from an older one."""
+        import torch
+
         for path in reversed(self.paths()):
             url = self._url(path)
             try:

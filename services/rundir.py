@@ -4,13 +4,11 @@ the final model."""
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from learner import metrics as M
@@ -22,6 +20,15 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
+
+
+def _tensorboard():
+    """tensorboardX's (FileWriter, Summary), imported on first use: `troupe` commands that
+    never log start without it."""
+    from tensorboardX import FileWriter
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    return FileWriter, Summary
 
 
 class RunDir:
@@ -62,24 +69,26 @@ class RunDir:
         event file beside it (step: frames)."""
         if self._metrics is None:
             self._metrics = open(self.path / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
-            from tensorboardX import SummaryWriter
-
-            # NaN/inf (a skipped update's loss) is written on purpose, so the skip shows in
-            # TensorBoard; tensorboardX would warn about each one.
-            logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
-
-            self._events = SummaryWriter(str(self.path), flush_secs=5)
+            FileWriter, self._summary = _tensorboard()
+            self._events = FileWriter(str(self.path), flush_secs=5)
         self._metrics.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-        step = record.get(M.FRAMES, 0)
-        for key, value in record.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self._events.add_scalar(key, value, global_step=step)
+        # One event holding every number (NaN and inf as they are, so a skipped update shows
+        # in TensorBoard): a tenth of the driver's time per update that an event per scalar
+        # took, which on a small machine comes out of the actors' and the learner's CPU.
+        values = [
+            self._summary.Value(tag=key, simple_value=value)
+            for key, value in record.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        ]
+        self._events.add_summary(self._summary(value=values), global_step=record.get(M.FRAMES, 0))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         file = self.path / METRICS_FILE
         return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
     def save_model(self, weights: PolicyWeights, frames: int) -> None:
+        import torch  # here, not at the top: a driver that never saves starts without it
+
         state = {k: torch.from_numpy(np.array(v)) for k, v in weights.params.items()}
         payload = {"params": state, "version": weights.version, "frames": frames}
         tmp = self.path / (MODEL_FILE + ".tmp")
@@ -90,6 +99,8 @@ class RunDir:
         file = self.path / MODEL_FILE
         if not file.is_file():
             raise FileNotFoundError(f"{self.path} has no {MODEL_FILE}: did the run finish?")
+        import torch
+
         try:
             payload = torch.load(file, weights_only=True)
             params = {k: v.numpy() for k, v in payload["params"].items()}

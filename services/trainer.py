@@ -15,12 +15,18 @@ from typing import Any
 import numpy as np
 import ray
 
+# Before any Ray connection, though this module needs torch only for checkpoints and the
+# final model (and an MLP run's actors never import it): loaded later, after ray.init, in a
+# Ray job's driver, torch died with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so"
+# (Ray 2.60, `ray job submit`; tests/test_cluster.py), which would lose the run's model.
+import torch  # noqa: F401  (isort: skip)
+
 from actors.envs import env_spaces
 from actors.evaluate import evaluate
 from actors.remote import spawn_rollout_actors
 from learner import metrics as M
 from learner.core import PolicyWeights
-from learner.model import build_model
+from learner.spaces import check_spaces
 from services.checkpoint import Checkpoint, Checkpoints
 from services.config import RunConfig
 from services.fleet import ActorFleet
@@ -62,7 +68,7 @@ def check_run(config: RunConfig):
 
     Returns the env's (observation space, action space)."""
     obs_space, act_space = env_spaces(config.env)
-    build_model(config.learner.model, obs_space, act_space)
+    check_spaces(config.learner.model, obs_space, act_space)
     return obs_space, act_space
 
 
@@ -117,7 +123,6 @@ class Trainer:
         # updates the newest checkpoint holds.
         self._tried = (self._progress["updates"], time.monotonic())
         self._saved_updates = self._progress["updates"]
-        self._has_checkpoint = resume is not None
         self._evaluations = 0
         self._last_record: dict[str, Any] = {}
 
@@ -129,16 +134,18 @@ class Trainer:
         link = keeper = fleet = None
         state = "failed"
         try:
-            link = RunLink(
-                spawn_control(
-                    self.run_id, cfg.name, str(self.run_dir.path.resolve()), cfg.actors.num_actors
-                )
-            )
+            # The learner first: its process takes longest to start (torch), and the rest
+            # start while it imports.
             keeper = self.keeper = LearnerKeeper(
                 cfg,
                 (obs_space, act_space),
                 self.checkpoints,
                 self.resume.learner if self.resume else None,
+            )
+            link = RunLink(
+                spawn_control(
+                    self.run_id, cfg.name, str(self.run_dir.path.resolve()), cfg.actors.num_actors
+                )
             )
             fleet = ActorFleet(
                 lambda actor_id: spawn_rollout_actors(
@@ -217,6 +224,7 @@ class Trainer:
         }
         if tally.streak or self._should_eval(tally.window, now - tally.last_eval, stats):
             self._evaluate_into(record, tally, ray.get(weights_ref), since=now)
+        record[M.UNIX_TIME] = round(time.time(), 3)  # after the evaluation it reports
         with TERMINATION.held():  # the metrics line and the counters agree
             self.run_dir.log(record)
             tally.record = self._last_record = record
@@ -289,8 +297,8 @@ class Trainer:
     ) -> None:
         """Save the learner's state with the run's counters. A final save (the run ends,
         fails or is stopped) is best effort: the learner may be the thing that failed."""
-        if final and self._saved_updates == self._progress["updates"] and self._has_checkpoint:
-            return  # nothing learned since the last save
+        if final and self._saved_updates == self._progress["updates"]:
+            return  # nothing learned since the last save (or at all)
         try:
             state = ray.get(keeper.handle.state.remote(), timeout=30)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
@@ -306,7 +314,6 @@ class Trainer:
             log.error("checkpoint to %s failed: %s", self.checkpoints.location, err)
             return
         self._saved_updates = self._progress["updates"]
-        self._has_checkpoint = True
         keeper.checkpoint_saved()
         log.info("checkpoint %s", path)
 

@@ -33,7 +33,7 @@ from services.registry import (
     scale_run,
     spawn_control,
 )
-from services.rounds import ActorFailures
+from services.rounds import ActorFailures, Rounds
 from services.rundir import RunDir
 from services.sync_a2c import SyncA2C
 from tests.envs import CRASHING_ID, EXPLODING_ID, SLOW_ID
@@ -41,27 +41,83 @@ from tests.envs import CRASHING_ID, EXPLODING_ID, SLOW_ID
 pytestmark = pytest.mark.ray
 
 
-def test_versions_advance_and_every_actor_runs_the_newest_weights(ray_cluster):
+@pytest.fixture
+def learner_and_actors(ray_cluster):
+    """A CartPole learner and two rollout actors (4 envs x 8 steps), killed afterwards."""
     config = LearnerConfig(num_threads=1)
     learner = spawn_learner(config, *env_spaces(EnvConfig()), seed=0)
     actors = spawn_rollout_actors(
         EnvConfig(), ActorConfig(envs_per_actor=4, segment_length=8), config.model, 0, range(2)
     )
-    try:
-        weights = learner.get_weights.remote()
-        for version in range(1, 4):
-            segments = [actor.sample.remote(weights)[0] for actor in actors]
-            fetched = ray.get(segments)
-            assert [s.policy_version for s in fetched] == [version - 1] * 2
-            assert [s.actor_id for s in fetched] == [0, 1]
-            stats, weights = learner.update.options(num_returns=2).remote(*segments)
-            assert ray.get(stats)[M.POLICY_VERSION] == version
-            assert ray.get(weights).version == version
-        ray.get([actor.sample.remote(weights)[0] for actor in actors])
-        assert ray.get([actor.policy_version.remote() for actor in actors]) == [3, 3]
-    finally:
-        for handle in [*actors, learner]:
-            ray.kill(handle)
+    yield learner, actors
+    for handle in [*actors, learner]:
+        ray.kill(handle)
+
+
+def test_versions_advance_and_every_actor_runs_the_newest_weights(learner_and_actors):
+    learner, actors = learner_and_actors
+    weights = learner.get_weights.remote()
+    for version in range(1, 4):
+        segments = [actor.sample.remote(weights)[0] for actor in actors]
+        fetched = ray.get(segments)
+        assert [s.policy_version for s in fetched] == [version - 1] * 2
+        assert [s.actor_id for s in fetched] == [0, 1]
+        stats, weights = learner.update.options(num_returns=2).remote(*segments)
+        assert ray.get(stats)[M.POLICY_VERSION] == version
+        assert ray.get(weights).version == version
+    ray.get([actor.sample.remote(weights)[0] for actor in actors])
+    assert ray.get([actor.policy_version.remote() for actor in actors]) == [3, 3]
+
+
+@ray.remote
+def _zero_copy(*objects) -> dict[str, bool]:
+    """Per numpy array field of each object Ray resolved here: whether it is a read-only view
+    of the object store's buffer (a copy would be writeable)."""
+    views = {}
+    for i, obj in enumerate(objects):
+        arrays = obj.params if hasattr(obj, "params") else vars(obj)
+        for name, value in arrays.items():
+            if isinstance(value, np.ndarray) and value.nbytes >= 64:
+                views[f"{i}.{name}"] = not value.flags.writeable and not value.flags.owndata
+    return views
+
+
+def test_segments_and_weights_cross_the_object_store_without_copies(learner_and_actors):
+    """float32 vectors, uint8 frames and the weights arrive as views of the object store;
+    the update reports its parts' times."""
+    learner, actors = learner_and_actors
+    weights = learner.get_weights.remote()
+    segments = [actor.sample.remote(weights)[0] for actor in actors]
+    frames = ray.get(segments[0]).replace(
+        obs=np.zeros((9, 4, 4, 84, 84), np.uint8), final_obs=np.zeros((0, 4, 84, 84), np.uint8)
+    )
+    views = ray.get(_zero_copy.remote(*segments, ray.put(frames), weights))
+    assert views and all(views.values()), views
+    stats, weights = learner.update.options(num_returns=2).remote(*segments)
+    stats = ray.get(stats)
+    for part in (M.TRANSFER_TIME, M.COMPUTE_TIME, M.PUBLISH_TIME):
+        assert 0 < stats[part] < stats[M.UPDATE_TIME] + stats[M.PUBLISH_TIME]
+
+
+def test_one_weights_object_per_version_serves_every_actor(ray_cluster):
+    """The sync round hands every actor the learner's own weights ref: nothing is put per
+    actor, so the object store holds one copy of each version (per node)."""
+
+    class Handle:
+        def __init__(self) -> None:
+            self.given = []
+            self.sample = self
+
+        def remote(self, weights_ref):
+            self.given.append(weights_ref)
+            return ray.put("segment"), ray.put(64)
+
+    weights_ref = ray.put("weights v1")
+    handles = [Handle() for _ in range(3)]
+    rounds = Rounds(load_config(None).train, fleet=None)
+    segments, failure = rounds.sample(list(enumerate(handles)), weights_ref)
+    assert failure is None and ray.get(segments) == ["segment"] * 3
+    assert all(len(h.given) == 1 and h.given[0] is weights_ref for h in handles)
 
 
 def _small_config(tmp_path, *overrides: str):
