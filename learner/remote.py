@@ -17,7 +17,8 @@ class LearnerActor:
     the weights' ref to every actor without fetching them."""
 
     def __init__(self, config: LearnerConfig, observation_space, action_space, seed: int) -> None:
-        # Imported in the actor's own process: the driver that spawns it never needs torch.
+        # Imported here, in the learner's own process: `learner.remote` stays light (no
+        # torch) for the processes that only spawn learners or read their config.
         from learner.learner import Learner
 
         self.learner = Learner(config, observation_space, action_space, seed)
