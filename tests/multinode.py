@@ -100,10 +100,25 @@ class LocalCluster:
         self._wait(lambda: _listening(self.gcs_port) and _listening(self.dashboard_port), "head")
 
     def add_node(self, num_cpus: int) -> None:
+        """Start a worker node and wait until the cluster counts it.
+
+        Ray gives a starting node's raylet a fixed 30 s to register with the GCS, then `ray
+        start` exits ("The current node timed out during startup"). With the test session's
+        own Ray up beside this cluster on 2 cores, that ran out once in four full runs; such
+        a node is stopped and started again, once.
+        """
         before = self.alive_nodes()
         args = [f"--address={self.address}", f"--num-cpus={num_cpus}"]
-        self._start(args, f"node{len(self.nodes)}")
-        self._wait(lambda: self.alive_nodes() > before, "worker node")
+        for attempt in range(2):
+            self._start(args, f"node{len(self.nodes)}-{attempt}")
+            try:
+                self._wait(lambda: self.alive_nodes() > before, "worker node")
+                return
+            except RuntimeError:
+                if attempt or self.nodes[-1].poll() is None:
+                    raise
+                _stop_group(self.nodes.pop())  # what the exited `ray start` left running
+                self.metrics_ports.pop()
 
     def alive_nodes(self) -> int:
         """Alive nodes, asked of the cluster from a separate process (this one may be
