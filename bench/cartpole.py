@@ -27,13 +27,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from collections import deque
 
 import numpy as np
 
-from bench.common import start_local_ray
+from bench.common import start_local_ray, train
 
 TARGET = 475.0
 STREAK = 3  # passing evaluations in a row, as in configs/cartpole.yaml
@@ -44,9 +43,7 @@ def run_troupe(
 ) -> dict:
     """One troupe run on the connected Ray, in this process, with the loop its config's
     `algo.mode` picks."""
-    from services.algos import trainer_for
     from services.config import load_config
-    from services.rundir import RunDir
 
     config = load_config(
         config_path,
@@ -59,12 +56,7 @@ def run_troupe(
             *overrides,
         ],
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        trainer = trainer_for(config)(config, RunDir.create(tmp, config.name))
-        result = trainer.run()
-        elapsed = time.perf_counter() - start
-        lines = trainer.run_dir.read_metrics()
+    result, elapsed, lines, _ = train(config)
     lags = [x["policy/lag_mean"] for x in lines if x.get("policy/lag_mean") is not None]
     return {
         "lag": statistics.mean(lags) if lags else 0.0,

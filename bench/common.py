@@ -33,3 +33,19 @@ def start_local_ray(num_cpus: int | None = None) -> float:
         logging_level="WARNING",
     )
     return time.perf_counter() - start
+
+
+def train(config) -> tuple:
+    """Train `config` on the connected Ray in a throwaway run directory. Returns (the
+    `TrainResult`, seconds from spawning to the end, the metrics lines, the final weights)."""
+    import tempfile
+
+    from services.algos import trainer_for
+    from services.rundir import RunDir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        trainer = trainer_for(config)(config, RunDir.create(tmp, config.name))
+        result = trainer.run()
+        elapsed = time.perf_counter() - start
+        return result, elapsed, trainer.run_dir.read_metrics(), trainer.run_dir.load_model()

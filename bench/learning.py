@@ -19,12 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
-import time
 
 import numpy as np
 
-from bench.common import add_overrides, start_local_ray
+from bench.common import add_overrides, start_local_ray, train
 
 # rl-baselines3-zoo's A2C benchmark (its benchmark.md): mean return and the frames trained.
 ZOO_A2C = {
@@ -55,17 +53,10 @@ def train_and_evaluate(path: str, seed: int, overrides: list[str]) -> dict:
     """One run of a shipped config on the connected Ray, then an independent evaluation of
     its final policy."""
     from actors.evaluate import evaluate
-    from services.algos import trainer_for
     from services.config import load_config
-    from services.rundir import RunDir
 
     config = load_config(path, [f"seed={seed}", *overrides])
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        trainer = trainer_for(config)(config, RunDir.create(tmp, config.name))
-        result = trainer.run()
-        elapsed = time.perf_counter() - start
-        weights = trainer.run_dir.load_model()
+    result, elapsed, _, weights = train(config)
     episodes = max(FINAL_EPISODES, config.train.eval_episodes)
     returns = evaluate(
         config.env,

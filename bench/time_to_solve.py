@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,14 +33,9 @@ SOLVED = 475.0
 
 
 def troupe_command() -> list[str]:
-    """The installed `troupe` console script beside this Python, else the module."""
+    """The installed `troupe` console script beside this Python, else the CLI module."""
     script = Path(sys.executable).with_name("troupe")
-    if script.exists():
-        return [str(script)]
-    return [
-        shutil.which("troupe") or sys.executable,
-        *([] if shutil.which("troupe") else ["-m", "services.cli"]),
-    ]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "services.cli"]
 
 
 def run_troupe(config: str, seed: int) -> dict:

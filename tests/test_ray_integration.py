@@ -447,48 +447,47 @@ def test_async_mode_does_not_wait_for_a_slow_actor(ray_cluster, tmp_path):
     assert all(0 < x[M.RHO_MEAN] <= 1 for x in lines if x[M.BATCH_FRAMES])
 
 
-def test_a_mujoco_env_trains_with_a_gaussian_policy(ray_cluster, tmp_path):
-    """configs/halfcheetah.yaml, shrunk: 6-D continuous actions and normalised observations
-    through the whole Ray path, evaluation included."""
+def _shrunk_run(tmp_path, path: str, *overrides: str):
+    """A shipped config with 2 envs per actor and one learner thread, trained sync: (result,
+    metrics lines, the saved model's parameters)."""
     config = load_config(
-        "configs/halfcheetah.yaml",
+        path,
         [
             "actors.envs_per_actor=2",
-            "train.total_frames=160",
-            "train.eval_episodes=2",
             "learner.num_threads=1",
             f"train.run_root={tmp_path}",
+            *overrides,
         ],
     )
     run = RunDir.create(tmp_path, config.name)
     result = SyncA2C(config, run).run()
-    lines = run.read_metrics()
+    model = torch.load(run.path / "model.pt", weights_only=True)["params"]
+    return result, run.read_metrics(), model
+
+
+def test_a_mujoco_env_trains_with_a_gaussian_policy(ray_cluster, tmp_path):
+    """configs/halfcheetah.yaml, shrunk: 6-D continuous actions and normalised observations
+    through the whole Ray path, evaluation included."""
+    result, lines, model = _shrunk_run(
+        tmp_path, "configs/halfcheetah.yaml", "train.total_frames=160", "train.eval_episodes=2"
+    )
     assert result.frames == 160 and len(lines) == 5
     assert all(np.isfinite(x[M.LOSS_POLICY]) and np.isfinite(x[M.GRAD_NORM]) for x in lines)
     assert np.isfinite(result.eval_return)
-    model = torch.load(run.path / "model.pt", weights_only=True)["params"]
     assert model["log_std"].shape == (64, 6) and model["obs_norm.count"] == 160  # gSDE
 
 
 def test_pong_trains_from_pixels(ray_cluster, tmp_path):
     """configs/pong.yaml, shrunk: stacked uint8 frames from ALE's native vector env through
     the object store to the CNN learner, and a sampled-action evaluation."""
-    config = load_config(
+    result, lines, model = _shrunk_run(
+        tmp_path,
         "configs/pong.yaml",
-        [
-            "actors.envs_per_actor=2",
-            "train.total_frames=100",
-            "train.eval_episodes=1",
-            "env.kwargs.frameskip=32",  # a short evaluation episode: 32 emulator frames a step
-            "learner.num_threads=1",
-            f"train.run_root={tmp_path}",
-        ],
+        "train.total_frames=100",
+        "train.eval_episodes=1",
+        "env.kwargs.frameskip=32",  # a short evaluation episode: 32 emulator frames a step
     )
-    run = RunDir.create(tmp_path, config.name)
-    result = SyncA2C(config, run).run()
-    lines = run.read_metrics()
     assert result.frames == 100 and len(lines) == 5
     assert all(np.isfinite(x[M.LOSS_TOTAL]) and x[M.BATCH_FRAMES] == 20 for x in lines)
     assert -21 <= result.eval_return <= 21
-    model = torch.load(run.path / "model.pt", weights_only=True)["params"]
     assert model["policy_torso.convs.0.weight"].shape == (32, 4, 8, 8)
