@@ -10,7 +10,10 @@ Stable-Baselines3's A2C measured the same way, in one run.
 - sb3: a new Python process that imports Stable-Baselines3 and trains A2C with the
   rl-baselines3-zoo settings, evaluating the same way (`bench.cartpole.run_sb3`).
 
-Medians over seeds, and the ratio.
+Medians over seeds, and the ratio. For where the troupe command's time goes, it also prints
+the seconds to its first update (start-up: Python, imports, Ray, learner and actors) and
+Ray's own start alone (`ray.init` of a local cluster in a fresh process, as the command
+starts it, nothing else).
 
     python -m bench.time_to_solve --seeds 3
 """
@@ -70,6 +73,7 @@ def run_troupe(config: str, seed: int) -> dict:
     )
     return {
         "solved_s": first["perf/unix_time"] - start if first else float("nan"),
+        "first_update_s": lines[0]["perf/unix_time"] - start,
         "frames": first["perf/frames"] if first else float("nan"),
         "exit_s": exit_s,
         "final_return": float(np.mean(final)),
@@ -83,6 +87,25 @@ from bench.cartpole import run_sb3
 result = run_sb3(int(sys.argv[2]), 500_000, 0.5)
 print(json.dumps({**result, "solved_s": result["first_pass"] - start}))
 """
+
+
+_RAY_START = """
+import logging, os, time
+import ray
+start = time.time()
+ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+         logging_level=logging.WARNING)
+print(time.time() - start)
+ray.shutdown()
+"""
+
+
+def ray_start_s() -> float:
+    """Seconds `ray.init` takes to start a local cluster the way `troupe train` does."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RAY_START], check=True, capture_output=True, text=True, timeout=300
+    )
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def run_sb3(seed: int) -> dict:
@@ -110,7 +133,10 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict[str, list[dict]] = {"troupe": [], "sb3": []}
+    ray_starts = []
     for seed in range(args.seeds):
+        ray_starts.append(ray_start_s())
+        print("ray.init", seed, f"{ray_starts[-1]:.2f}s", flush=True)
         results["troupe"].append(run_troupe(args.config, seed))
         print("troupe", seed, results["troupe"][-1], flush=True)
         if not args.skip_sb3:
@@ -131,6 +157,11 @@ def main() -> None:
             print(
                 f"| {name} | {med['solved_s']:.1f} | {med['frames']:,.0f} | {med['exit_s']:.1f} |"
             )
+    troupe_start = statistics.median(r["first_update_s"] for r in results["troupe"])
+    print(
+        f"troupe's first update came {troupe_start:.1f} s after the command; Ray's own start "
+        f"alone (ray.init of a local cluster, fresh process): {statistics.median(ray_starts):.1f} s"
+    )
     if results["sb3"]:
         t = statistics.median(r["solved_s"] for r in results["troupe"])
         s = statistics.median(r["solved_s"] for r in results["sb3"])

@@ -16,6 +16,7 @@ from learner.config import LearnerConfig
 from learner.core import PolicyWeights, Segment, SegmentError
 from learner.losses import a2c_loss, total_loss
 from learner.model import build_model, state_to_numpy
+from learner.optim import Optimizer
 from learner.returns import gae_advantages, nstep_returns, vtrace
 
 
@@ -69,13 +70,13 @@ class Learner:
             torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
         torch.manual_seed(seed)
         self.model = build_model(config.model, observation_space, action_space).to(self.device)
-        params = self.model.parameters()
-        if config.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.optimizer_eps)
-        else:
-            self.optimizer = torch.optim.RMSprop(
-                params, lr=config.lr, alpha=config.rmsprop_alpha, eps=config.optimizer_eps
-            )
+        self.optimizer = Optimizer(
+            self.model.parameters(),
+            config.optimizer,
+            lr=config.lr,
+            eps=config.optimizer_eps,
+            alpha=config.rmsprop_alpha,
+        )
         self.version = 0
         self.skipped_updates = 0
         self.rejected_segments = 0
@@ -232,7 +233,7 @@ class Learner:
         weights = rhos if cfg.vtrace else None
         loss = a2c_loss(log_probs, entropy, values, advantages, returns, weights)
         total = total_loss(loss, cfg.value_coef, cfg.entropy_coef)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         grad_norm = torch.tensor(float("nan"))
         if torch.isfinite(total):
             total.backward()
@@ -242,7 +243,7 @@ class Learner:
             self.optimizer.step()
             self.version += 1
         else:
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             self.skipped_updates += 1
 
         returns_done = [float(r) for s in segments for r in s.episode_returns]

@@ -81,6 +81,7 @@ def _train(args: argparse.Namespace) -> int:
     on_update = _Progress(config.train.total_frames) if not args.no_progress else None
     import ray
 
+    _import_in_background("torch", "tensorboardX")
     run_dir = None
     try:
         with ray_connection(config, args.address) as started_here:
@@ -125,6 +126,24 @@ def _train(args: argparse.Namespace) -> int:
         f"troupe: model saved to {result.run_dir / 'model.pt'}"
     )
     return 0
+
+
+def _import_in_background(*modules: str) -> None:
+    """Import `modules` on a daemon thread: ray.init spends seconds waiting for Ray's
+    processes to come up, time in which the driver's own heavy imports (torch ~2.4 s here, for
+    checkpoints and the final model) can load. A later `import` on the main thread waits for
+    a module still loading, so callers need nothing more."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the main thread's own import reports it
+                return
+
+    threading.Thread(target=load, name="troupe-imports", daemon=True).start()
 
 
 class _Progress:

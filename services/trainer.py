@@ -15,12 +15,6 @@ from typing import Any
 import numpy as np
 import ray
 
-# Before any Ray connection, though this module needs torch only for checkpoints and the
-# final model (and an MLP run's actors never import it): loaded later, after ray.init, in a
-# Ray job's driver, torch died with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so"
-# (Ray 2.60, `ray job submit`; tests/test_cluster.py), which would lose the run's model.
-import torch  # noqa: F401  (isort: skip)
-
 from actors.envs import env_spaces
 from actors.evaluate import evaluate
 from actors.remote import spawn_rollout_actors

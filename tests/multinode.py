@@ -3,17 +3,23 @@
 Each node is one `ray start --block` process in its own process group; stopping it (SIGTERM
 to the group) takes its raylet, workers and, for the head, GCS and dashboard down with it,
 without touching any other Ray on the machine (which `ray stop` would). Every port is picked
-free and outside Ray's worker port range (10002-19999).
+free and outside Ray's worker port range (10002-19999). Each worker node keeps its own temp
+directory, as separate machines would: sharing the head's, a worker node's runtime-env agent
+deletes and re-extracts the job's working directory, the very directory a `ray job submit`
+driver on the head runs in (a vanished cwd made torch, imported late in such a driver, die
+with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so").
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +52,7 @@ class LocalCluster:
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         self.nodes: list[subprocess.Popen] = []
+        self.temp_dirs: list[str] = []
         self.metrics_ports: list[int] = []
         """Each node's Prometheus endpoint (Ray's metrics agent), where `ray.util.metrics`
         figures of the node's processes appear."""
@@ -110,7 +117,11 @@ class LocalCluster:
         before = self.alive_nodes()
         args = [f"--address={self.address}", f"--num-cpus={num_cpus}"]
         for attempt in range(2):
-            self._start(args, f"node{len(self.nodes)}-{attempt}")
+            # Short, in /tmp: Ray's socket paths under it must fit in 107 characters.
+            self.temp_dirs.append(tempfile.mkdtemp(prefix="ray-node-"))
+            self._start(
+                [*args, f"--temp-dir={self.temp_dirs[-1]}"], f"node{len(self.nodes)}-{attempt}"
+            )
             try:
                 self._wait(lambda: self.alive_nodes() > before, "worker node")
                 return
@@ -147,6 +158,9 @@ class LocalCluster:
         for node in reversed(self.nodes):  # workers first, the head last
             _stop_group(node)
         self.nodes.clear()
+        for path in self.temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self.temp_dirs.clear()
 
 
 def _stop_group(process: subprocess.Popen, grace_s: float = 5.0) -> None:
