@@ -35,6 +35,26 @@ def start_local_ray(num_cpus: int | None = None) -> float:
     return time.perf_counter() - start
 
 
+def raw_step_rate(env_config, num_envs: int, seconds: float = 3.0) -> float:
+    """Env steps per second of `num_envs` envs as an actor builds them (`make_vector_env`),
+    stepped in this process with random actions drawn before the clock starts."""
+    from actors.envs import make_vector_env
+
+    env = make_vector_env(env_config, num_envs)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(100)]
+    try:
+        env.reset(seed=0)
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for action in actions:
+                env.step(action)
+            steps += len(actions) * num_envs
+        return steps / (time.perf_counter() - start)
+    finally:
+        env.close()
+
+
 def train(config) -> tuple:
     """Train `config` on the connected Ray in a throwaway run directory. Returns (the
     `TrainResult`, seconds from spawning to the end, the metrics lines, the final weights)."""

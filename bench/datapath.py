@@ -108,6 +108,7 @@ def actor_rate(config, envs: int, length: int, seconds: float = 3.0) -> float:
     from actors.rollout import RolloutWorker
     from learner.learner import Learner
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     actors = dataclasses.replace(config.actors, envs_per_actor=envs, segment_length=length)
     worker = RolloutWorker(config.env, actors, config.learner.model, seed=1)
@@ -119,7 +120,7 @@ def actor_rate(config, envs: int, length: int, seconds: float = 3.0) -> float:
         frames += worker.sample().frames
     rate = frames / (time.perf_counter() - start)
     worker.env.close()
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
     return rate
 
 

@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 
-import numpy as np
-
-from bench.common import start_local_ray
+from bench.common import raw_step_rate, start_local_ray, train
 
 CONFIG = "configs/pong.yaml"
 ENVS = 16
@@ -33,34 +30,20 @@ ENVS = 16
 
 def raw_rate(vectorization: str, seconds: float) -> float:
     """Env steps per second with random actions, on `ENVS` envs in this process."""
-    from actors.envs import make_vector_env
     from services.config import load_config
 
     config = load_config(CONFIG, [f"env.vectorization={vectorization}"]).env
-    env = make_vector_env(config, ENVS)
-    rng = np.random.default_rng(0)
-    try:
-        env.reset(seed=0)
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            env.step(rng.integers(0, env.single_action_space.n, ENVS))
-            steps += ENVS
-        return steps / (time.perf_counter() - start)
-    finally:
-        env.close()
+    return raw_step_rate(config, ENVS, seconds)
 
 
 def run_troupe(seed: int, frames: int) -> dict:
-    from services.algos import trainer_for
     from services.config import load_config
-    from services.rundir import RunDir
 
     config = load_config(
         CONFIG,
         [f"seed={seed}", f"train.total_frames={frames}", "train.eval_episodes=1"],
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        result = trainer_for(config)(config, RunDir.create(tmp, config.name)).run()
+    result = train(config)[0]
     return {"fps": result.fps, "frames": result.frames, "startup": result.startup_s}
 
 

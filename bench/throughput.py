@@ -20,32 +20,16 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import tempfile
-import time
 
-import numpy as np
-
-from bench.common import add_overrides, start_local_ray
+from bench.common import add_overrides, raw_step_rate, start_local_ray, train
 
 
 def raw_rate(config_path: str, overrides=(), seconds: float = 3.0) -> float:
     """Env steps per second of one actor's vector env with random actions, this process."""
-    from actors.envs import make_vector_env
     from services.config import load_config
 
     config = load_config(config_path, overrides)
-    num_envs = config.actors.envs_per_actor
-    env = make_vector_env(config.env, num_envs)
-    actions = np.random.default_rng(0).integers(0, 2, (1000, num_envs))
-    env.reset(seed=0)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for a in actions[:100]:
-            env.step(a)
-        steps += 100 * num_envs
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
+    return raw_step_rate(config.env, config.actors.envs_per_actor, seconds)
 
 
 def parallel_raw_rate(config_path: str, overrides, processes: int) -> float:
@@ -55,9 +39,7 @@ def parallel_raw_rate(config_path: str, overrides, processes: int) -> float:
 
 
 def run_troupe(config_path: str, overrides, seed: int, frames: int) -> float:
-    from services.algos import trainer_for
     from services.config import load_config
-    from services.rundir import RunDir
 
     config = load_config(
         config_path,
@@ -70,8 +52,7 @@ def run_troupe(config_path: str, overrides, seed: int, frames: int) -> float:
             *overrides,
         ],
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        return trainer_for(config)(config, RunDir.create(tmp, config.name)).run().fps
+    return train(config)[0].fps
 
 
 def main() -> None:

@@ -90,20 +90,25 @@ print(json.dumps({**result, "solved_s": result["first_pass"] - start}))
 
 
 _RAY_START = """
-import logging, os, time
-import ray
+import sys, time
+from services.cluster import ray_connection
+from services.config import load_config
+config = load_config(sys.argv[1])
 start = time.time()
-ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-         logging_level=logging.WARNING)
-print(time.time() - start)
-ray.shutdown()
+with ray_connection(config):
+    print(time.time() - start, flush=True)
 """
 
 
-def ray_start_s() -> float:
-    """Seconds `ray.init` takes to start a local cluster the way `troupe train` does."""
+def ray_start_s(config: str) -> float:
+    """Seconds `troupe train`'s own call (`services.cluster.ray_connection`) takes to start a
+    local Ray, in a fresh process that does nothing else."""
     out = subprocess.run(
-        [sys.executable, "-c", _RAY_START], check=True, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _RAY_START, config],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -135,7 +140,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {"troupe": [], "sb3": []}
     ray_starts = []
     for seed in range(args.seeds):
-        ray_starts.append(ray_start_s())
+        ray_starts.append(ray_start_s(args.config))
         print("ray.init", seed, f"{ray_starts[-1]:.2f}s", flush=True)
         results["troupe"].append(run_troupe(args.config, seed))
         print("troupe", seed, results["troupe"][-1], flush=True)

@@ -110,10 +110,6 @@ class ActorCritic(nn.Module):
         variance = (h.detach() ** 2) @ torch.exp(2 * self.log_std)
         return torch.cat([mean, torch.sqrt(variance + GSDE_EPS)], dim=-1)
 
-    def policy_out(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [N, *O] -> policy outputs, without evaluating a separate value torso."""
-        return self.policy_from_features(self.policy_features(obs))
-
     def distribution(self, out: torch.Tensor) -> torch.distributions.Distribution:
         """The policy for outputs from `forward`: `log_prob(actions)` and `entropy()` are [N]."""
         if self.gsde:

@@ -40,7 +40,7 @@ def test_gaussian_log_probs_match_torch():
     actions, logp = policy.act(obs)
     assert actions.shape == (64, 1) and actions.dtype == np.float32
     with torch.no_grad():
-        dist = learner.model.distribution(learner.model.policy_out(torch.from_numpy(obs)))
+        dist = learner.model.distribution(learner.model(torch.from_numpy(obs))[0])
         expected = dist.log_prob(torch.from_numpy(actions)).numpy()
     np.testing.assert_allclose(logp, expected, rtol=1e-5, atol=1e-5)
     # Samples spread as the learned std says: log_std -0.5 -> std 0.61.
@@ -109,7 +109,7 @@ def test_observation_statistics_travel_with_the_weights():
     worker.policy.load(weights)
     obs = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
     with torch.no_grad():
-        expected = learner.model.policy_out(torch.from_numpy(obs)).numpy()
+        expected = learner.model(torch.from_numpy(obs))[0].numpy()
     np.testing.assert_allclose(worker.policy.act_greedy(obs), expected, rtol=1e-6)
     # Without normalisation nothing extra travels (older checkpoints stay loadable).
     assert not any(k.startswith("obs_norm") for k in _learner().get_weights().params)
@@ -129,7 +129,7 @@ def test_gsde_log_probs_match_the_learners_distribution():
     policy.new_noise(32)
     actions, logp = policy.act(obs)
     with torch.no_grad():
-        out = learner.model.policy_out(torch.from_numpy(obs))
+        out = learner.model(torch.from_numpy(obs))[0]
         assert out.shape == (32, 2)  # mean and a per-state std
         dist = learner.model.distribution(out)
         expected = dist.log_prob(torch.from_numpy(actions)).numpy()

@@ -45,7 +45,7 @@ def test_numpy_mlp_computes_what_the_torch_model_does(model, actions):
     policy.load(state_to_numpy(net))
     with torch.no_grad():
         want_h = net.policy_features(torch.from_numpy(obs)).numpy()
-        want_out = net.policy_out(torch.from_numpy(obs)).numpy()
+        want_out = net(torch.from_numpy(obs))[0].numpy()
     h = policy.features(obs)
     assert h.dtype == np.float32 and policy.outputs(h).dtype == np.float32
     np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-6)
@@ -61,7 +61,7 @@ def test_pixels_take_the_torch_network():
     policy.load(state_to_numpy(net))
     obs = np.random.default_rng(0).integers(0, 256, (2, 4, 84, 84), dtype=np.uint8)
     with torch.no_grad():
-        want = net.policy_out(torch.from_numpy(obs)).numpy()
+        want = net(torch.from_numpy(obs))[0].numpy()
     np.testing.assert_allclose(policy.outputs(policy.features(obs)), want, rtol=1e-5, atol=1e-6)
 
 

@@ -123,7 +123,7 @@ def test_pong_segments_stay_uint8_into_the_learner_and_train():
     worker.close()
 
 
-def test_evaluation_feeds_pixels_as_uint8():
+def test_evaluation_feeds_pixels_as_uint8(monkeypatch):
     learner = Learner(LearnerConfig(model=ModelConfig(shared_trunk=True)), *env_spaces(PONG))
     seen = []
     original = NatureCNN.forward
@@ -132,12 +132,9 @@ def test_evaluation_feeds_pixels_as_uint8():
         seen.append(obs.dtype)
         return original(self, obs)
 
-    NatureCNN.forward = spy
-    try:
-        config = EnvConfig(**{**PONG.__dict__, "kwargs": {**PONG.kwargs, "frameskip": 32}})
-        returns = evaluate(config, learner.config.model, learner.get_weights(), episodes=1)
-    finally:
-        NatureCNN.forward = original
+    monkeypatch.setattr(NatureCNN, "forward", spy)
+    config = EnvConfig(**{**PONG.__dict__, "kwargs": {**PONG.kwargs, "frameskip": 32}})
+    returns = evaluate(config, learner.config.model, learner.get_weights(), episodes=1)
     assert set(seen) == {torch.uint8} and -21 <= returns[0] <= 21
 
 
