@@ -89,9 +89,7 @@ class AsyncA2C(Trainer):
                 weights_ref = keeper.after_update(stats) or new_weights
                 rounds.count(failure or (stats[M.REJECTIONS] or [None])[-1])
                 failure = None
-                if self._after_update(
-                    stats, tally, weights_ref, len(live), rounds, keeper, fleet, link
-                ):
+                if self._after_update(stats, tally, weights_ref, rounds, keeper, fleet, link):
                     return weights_ref
             if update is None and len(ready) >= k:
                 batch, ready = ready[:k], ready[k:]

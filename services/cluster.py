@@ -6,7 +6,8 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import ray
@@ -90,3 +91,28 @@ def _join(address: str, log_to_driver: bool) -> None:
             "and that this machine has the cluster's auth token (RAY_AUTH_TOKEN_PATH or "
             "~/.ray/auth_token)"
         ) from err
+
+
+def watch_gcs(
+    address: str, on_gone: Callable[[], None], every_s: float = 2.0, misses: int = 3
+) -> threading.Thread:
+    """Call `on_gone` once the GCS at HOST:PORT has refused `misses` connections in a row.
+
+    A long-lived client (`troupe serve`) ends with its cluster this way, within seconds of
+    `ray stop` or `ray down` on the head; Ray's own client would only give up after 60 s."""
+    host, _, port = address.rpartition(":")
+
+    def watch() -> None:
+        failed = 0
+        while failed < misses:
+            threading.Event().wait(every_s)
+            try:
+                socket.create_connection((host, int(port)), timeout=every_s).close()
+                failed = 0
+            except OSError:
+                failed += 1
+        on_gone()
+
+    thread = threading.Thread(target=watch, name="troupe-gcs-watch", daemon=True)
+    thread.start()
+    return thread

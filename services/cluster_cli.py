@@ -110,14 +110,23 @@ def _fmt(value: Any) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import ray
+
     from services.auth import ray_token_authorize
-    from services.cluster import cluster_connection
+    from services.cluster import cluster_connection, watch_gcs
     from services.http_api import make_server
     from services.registry import RayRuns
 
     with cluster_connection(args.address):
         server = make_server(RayRuns(), ray_token_authorize, args.host, args.port)
         host, port = server.server_address[:2]
+        gcs = ray.get_runtime_context().gcs_address
+
+        def gone() -> None:
+            print(f"troupe: the Ray cluster at {gcs} is gone; stopping", flush=True)
+            server.shutdown()
+
+        watch_gcs(gcs, gone)
         print(f"troupe: serving http://{host}:{port} (/status, /metrics, POST /scale)", flush=True)
         try:
             server.serve_forever()

@@ -17,6 +17,11 @@ import ray
 
 log = logging.getLogger(__name__)
 
+START_TRIES = 3
+"""How often one actor slot is started when its actor is lost before it came up (its process
+or node died): a node lost mid-run takes the replacements placed on it before the cluster knew
+(tested: a killed worker host). An actor whose own start raised (its env) is not tried again."""
+
 
 class ActorFleet:
     """Live and pending rollout actors. `spawn(actor_id)` starts one actor; ids are never
@@ -27,6 +32,8 @@ class ActorFleet:
         self._next_id = first_id
         self.live: dict[int, Any] = {}
         self._pending: dict[int, tuple[Any, ray.ObjectRef]] = {}
+        self._tries: dict[int, int] = {}
+        """Pending actor id: how many actors that slot has started, this one included."""
         self.failed_starts = 0
         self.restarts = 0
         self.resize(size)
@@ -51,12 +58,12 @@ class ActorFleet:
         """Start or stop actors until `size` are live or pending. Stops pending ones first
         (they hold nothing yet), then the newest live ones."""
         while self.size < size:
-            actor_id, self._next_id = self._next_id, self._next_id + 1
-            handle = self._spawn(actor_id)
-            self._pending[actor_id] = (handle, handle.policy_version.remote())
+            self._start(tries=1)
         while self.size > size:
             if self._pending:
-                handle, _ = self._pending.pop(max(self._pending))
+                actor_id = max(self._pending)
+                handle, _ = self._pending.pop(actor_id)
+                self._tries.pop(actor_id)
             else:
                 handle = self.live.pop(max(self.live))
             ray.kill(handle, no_restart=True)
@@ -64,10 +71,11 @@ class ActorFleet:
     def poll(self, timeout_s: float = 0.0) -> int:
         """Move actors that came up to the live set; waits up to `timeout_s` for all pending.
 
-        An actor whose start failed (its env raised, its node went away) is dropped, logged
-        and counted in `failed_starts`, and not retried, so a bad node or env cannot make a
-        start loop; the run trains on with the others. With no actor left at all, the
-        failure is raised: nothing could train."""
+        An actor lost before it came up (its process or node died) is started again, up to
+        `START_TRIES` times for one slot, and counted in `restarts`. One whose start failed
+        otherwise (its env raised), or that ran out of tries, is dropped, logged and counted in
+        `failed_starts`, so a bad node or env cannot make a start loop; the run trains on with
+        the others. With no actor left at all, the failure is raised: nothing could train."""
         if not self._pending:
             return 0
         refs = {ref: actor_id for actor_id, (_, ref) in self._pending.items()}
@@ -75,11 +83,20 @@ class ActorFleet:
         for ref in ready:
             actor_id = refs[ref]
             handle, _ = self._pending.pop(actor_id)
+            tries = self._tries.pop(actor_id)
             try:
                 ray.get(ref)
             except ray.exceptions.RayError as err:
-                self.failed_starts += 1
                 ray.kill(handle, no_restart=True)
+                if _lost(err) and tries < START_TRIES:
+                    self.restarts += 1
+                    new_id = self._start(tries + 1)
+                    log.warning(
+                        "rollout actor %d was lost before it came up; starting %d in its "
+                        "place: %s", actor_id, new_id, err,
+                    )  # fmt: skip
+                    continue
+                self.failed_starts += 1
                 if not self.size:
                     raise
                 log.warning("rollout actor %d failed to start and is left out: %s", actor_id, err)
@@ -94,9 +111,14 @@ class ActorFleet:
         ray.kill(handle, no_restart=True)
         self.restarts += 1
         log.warning("replacing rollout actor %d: %s", actor_id, why)
-        new_id, self._next_id = self._next_id, self._next_id + 1
-        handle = self._spawn(new_id)
-        self._pending[new_id] = (handle, handle.policy_version.remote())
+        self._start(tries=1)
+
+    def _start(self, tries: int) -> int:
+        actor_id, self._next_id = self._next_id, self._next_id + 1
+        handle = self._spawn(actor_id)
+        self._pending[actor_id] = (handle, handle.policy_version.remote())
+        self._tries[actor_id] = tries
+        return actor_id
 
     def items(self) -> list[tuple[int, Any]]:
         """(id, handle) of the live actors, by id."""
@@ -107,3 +129,10 @@ class ActorFleet:
             ray.kill(handle, no_restart=True)
         self.live.clear()
         self._pending.clear()
+        self._tries.clear()
+
+
+def _lost(err: BaseException) -> bool:
+    """The actor's process or node died (a system failure), as opposed to its constructor
+    raising."""
+    return isinstance(err, ray.exceptions.RayActorError) and not err.actor_init_failed

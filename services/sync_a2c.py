@@ -41,7 +41,5 @@ class SyncA2C(Trainer):
                 continue
             weights_ref = keeper.after_update(stats) or weights_ref
             rounds.count(failure or (stats[M.REJECTIONS] or [None])[-1])
-            if self._after_update(
-                stats, tally, weights_ref, len(actors), rounds, keeper, fleet, link
-            ):
+            if self._after_update(stats, tally, weights_ref, rounds, keeper, fleet, link):
                 return weights_ref

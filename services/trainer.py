@@ -182,7 +182,6 @@ class Trainer:
         stats: dict[str, Any],
         tally: _Tally,
         weights_ref,
-        live: int,
         rounds: Rounds,
         keeper: LearnerKeeper,
         fleet: ActorFleet,
@@ -206,7 +205,8 @@ class Trainer:
             **{k: v for k, v in stats.items() if not isinstance(v, list)},
             M.EPISODES: tally.episodes,
             M.EPISODE_RETURN: float(np.mean(tally.window)) if tally.window else None,
-            M.ACTORS_LIVE: live,
+            # After the round: actors that failed in it are already pending replacements.
+            M.ACTORS_LIVE: len(fleet.live),
             M.ACTORS_PENDING: fleet.pending,
             M.ACTORS_TARGET: tally.target_actors,
             M.SEGMENTS_DROPPED: rounds.segments_dropped,

@@ -432,3 +432,22 @@ def test_a_bad_job_config_returns_2_without_training(captured_train, capsys, arg
 def test_the_job_passes_on_what_training_returns(captured_train, monkeypatch):
     monkeypatch.setattr(cli, "main", lambda argv: 1)
     assert job.main([]) == 1
+
+
+def test_a_long_lived_client_notices_its_cluster_gone():
+    """`troupe serve` stops once the GCS refuses connections a few times in a row (`ray stop`,
+    `ray down`), not while it answers."""
+    import socket
+    import threading
+
+    from services.cluster import watch_gcs
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    gone = threading.Event()
+    watcher = watch_gcs(address, gone.set, every_s=0.05, misses=3)
+    assert not gone.wait(0.5)  # up: 10 checks passed
+    listener.close()
+    assert gone.wait(5)
+    watcher.join(5)
+    assert not watcher.is_alive()

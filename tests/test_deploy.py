@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -138,17 +142,63 @@ def test_cloud_node_types_gpu_learner_and_scalable_rollouts(name):
     assert sum(t["max_workers"] for t in workers.values()) <= config["max_workers"]
 
 
-def test_local_config_is_one_node_type_sized_by_worker_ips():
+def test_local_config_autoscales_one_node_type_within_worker_ips():
     config = _launcher("local")
     prepared = _ray_up_validate(config)
     (node_type,) = prepared["available_node_types"].values()
     assert list(prepared["available_node_types"]) == [LOCAL_CLUSTER_NODE_TYPE]
     worker_ips = config["provider"]["worker_ips"]
-    assert node_type["min_workers"] == node_type["max_workers"] == len(worker_ips)
+    assert 0 <= node_type["min_workers"] <= node_type["max_workers"] <= len(worker_ips)
+    assert config["idle_timeout_minutes"] > 0
     # Placeholders only: documentation addresses, not someone's machines.
     documentation = ipaddress.ip_network("192.0.2.0/24")
     for ip in [config["provider"]["head_ip"], *worker_ips]:
         assert ipaddress.ip_address(ip) in documentation
+
+
+def test_local_head_holds_no_actors_and_runs_the_v1_autoscaler():
+    start = _head_start_command(_launcher("local"))
+    assert "--num-cpus=0" in start
+    # `ray up` exports RAY_enable_autoscaler_v2=1 before each start command; v2 never starts a
+    # worker of the local provider (tests/test_launcher.py shows v1 doing it).
+    assert "RAY_enable_autoscaler_v2=0 ray start --head" in start
+
+
+def test_local_head_setup_gives_the_autoscaler_a_worker_shape(tmp_path):
+    """The head's setup command, run on the config `ray up` writes to the head (the prepared
+    config, as JSON), gives the single node type the CPUs the head has."""
+    prepared = _ray_up_validate(_launcher("local"))
+    assert prepared["available_node_types"][LOCAL_CLUSTER_NODE_TYPE]["resources"] == {}
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(json.dumps(prepared))
+    (command,) = prepared["head_setup_commands"][-1:]
+    assert "ray_bootstrap_config.yaml" in command
+    subprocess.run(
+        ["bash", "-c", command],
+        env={**os.environ, "HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:"
+             + os.environ["PATH"]},
+        check=True,
+    )  # fmt: skip
+    patched = json.loads((tmp_path / "ray_bootstrap_config.yaml").read_text())
+    node_type = patched["available_node_types"][LOCAL_CLUSTER_NODE_TYPE]
+    assert node_type["resources"] == {"CPU": os.cpu_count()}
+    assert {k: v for k, v in patched.items() if k != "available_node_types"} == {
+        k: v for k, v in prepared.items() if k != "available_node_types"
+    }
+
+
+def test_local_package_source_is_one_line(tmp_path):
+    """`WHEELS=` empty: pip as configured on the machine; a folder: only that folder."""
+    (command,) = [c for c in _launcher("local")["setup_commands"] if "WHEELS=" in c]
+    venv = tmp_path / "troupe-venv"
+    venv.mkdir()
+    run = {**os.environ, "HOME": str(tmp_path)}
+    subprocess.run(["bash", "-c", command.replace("~/", "$HOME/")], env=run, check=True)
+    assert (venv / "pip.conf").read_text() == ""
+    offline = command.replace("WHEELS=;", "WHEELS=/srv/wheels;")
+    subprocess.run(["bash", "-c", offline.replace("~/", "$HOME/")], env=run, check=True)
+    assert (venv / "pip.conf").read_text() == (
+        "[global]\nno-index = true\nfind-links = /srv/wheels\n"
+    )
 
 
 def _drop_node_config(c):

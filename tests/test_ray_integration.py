@@ -22,7 +22,7 @@ from services.async_a2c import AsyncA2C
 from services.checkpoint import Checkpoints
 from services.config import load_config
 from services.control import RunConflict, RunNotFound, ScaleError
-from services.fleet import ActorFleet
+from services.fleet import START_TRIES, ActorFleet
 from services.keeper import LearnerFailed
 from services.registry import (
     RunLink,
@@ -185,6 +185,80 @@ def test_fleet_leaves_what_does_not_fit_pending_and_stops_it_first(ray_cluster):
         fleet.resize(2)  # ids are never reused, so no two actors share seeds
         fleet.poll(timeout_s=30.0)
         assert sorted(fleet.live) == [live[0], 3]
+    finally:
+        fleet.shutdown()
+
+
+class _StartsSlowly:
+    """Comes up at once ("up"), raises in its constructor ("raise"), or writes its pid where the
+    test finds it and stalls in start-up ("stall")."""
+
+    def __init__(self, folder: str, actor_id: int, start: str) -> None:
+        if start == "raise":
+            raise RuntimeError("this env cannot be built")
+        if start == "stall":
+            with open(os.path.join(folder, f"{actor_id}.pid"), "w") as out:
+                out.write(str(os.getpid()))
+            time.sleep(60)
+
+    def policy_version(self) -> int:
+        return 0
+
+
+def _kill_when_started(folder, actor_id: int) -> None:
+    path = folder / f"{actor_id}.pid"
+    deadline = time.monotonic() + 60
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"actor {actor_id} never started its process"
+        time.sleep(0.05)
+    os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def test_fleet_starts_again_an_actor_lost_before_it_came_up(ray_cluster, tmp_path):
+    """Its process dies during start-up (as on a node lost mid-run): another takes its slot.
+    An actor whose constructor raises is left out instead."""
+    spawn = ray.remote(num_cpus=0.5)(_StartsSlowly).remote
+    fleet = ActorFleet(
+        lambda actor_id: spawn(str(tmp_path), actor_id, "stall" if actor_id == 0 else "up"), 1
+    )
+    try:
+        _kill_when_started(tmp_path, 0)
+        deadline = time.monotonic() + 60
+        while not fleet.live:
+            assert time.monotonic() < deadline, "no actor came up in the lost one's place"
+            fleet.poll(timeout_s=1.0)
+        assert sorted(fleet.live) == [1]
+        assert (fleet.restarts, fleet.failed_starts, fleet.pending) == (1, 0, 0)
+    finally:
+        fleet.shutdown()
+
+    broken = ActorFleet(
+        lambda actor_id: spawn(str(tmp_path), actor_id, "raise" if actor_id == 1 else "up"), 2
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while broken.pending:
+            assert time.monotonic() < deadline
+            broken.poll(timeout_s=1.0)
+        assert (sorted(broken.live), broken.failed_starts, broken.restarts) == ([0], 1, 0)
+    finally:
+        broken.shutdown()
+
+
+def test_fleet_gives_up_a_slot_whose_actors_keep_dying_at_start(ray_cluster, tmp_path):
+    spawn = ray.remote(num_cpus=0.5)(_StartsSlowly).remote
+    # Every try is "actor 0" to the class: each one stalls in start-up and is killed there.
+    fleet = ActorFleet(lambda actor_id: spawn(str(tmp_path), 0, "stall"), 1)
+    try:
+        with pytest.raises(ray.exceptions.RayActorError):
+            for _ in range(START_TRIES):
+                _kill_when_started(tmp_path, 0)
+                (tmp_path / "0.pid").unlink()
+                tried, deadline = fleet.restarts, time.monotonic() + 60
+                while fleet.restarts == tried:
+                    assert time.monotonic() < deadline
+                    fleet.poll(timeout_s=0.5)
+        assert (fleet.restarts, fleet.failed_starts, fleet.size) == (START_TRIES - 1, 1, 0)
     finally:
         fleet.shutdown()
 
