@@ -7,6 +7,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -100,16 +101,15 @@ def watch_gcs(
 
     A long-lived client (`troupe serve`) ends with its cluster this way, within seconds of
     `ray stop` or `ray down` on the head; Ray's own client would only give up after 60 s."""
-    host, _, port = address.rpartition(":")
 
     def watch() -> None:
         failed = 0
         while failed < misses:
-            threading.Event().wait(every_s)
+            time.sleep(every_s)
             try:
-                socket.create_connection((host, int(port)), timeout=every_s).close()
+                _check_reachable(address, timeout_s=every_s)
                 failed = 0
-            except OSError:
+            except ConnectionError:
                 failed += 1
         on_gone()
 

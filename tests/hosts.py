@@ -26,11 +26,13 @@ import contextlib
 import ipaddress
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +46,6 @@ INIT = Path(__file__).with_name("hostinit.py")
 SUBNETS = [ipaddress.ip_network(f"10.{a}.{b}.0/24") for a in (213, 214) for b in range(64, 80)]
 """Candidate /24s for the bridge; the first with no route on this machine is taken."""
 SSHD = "/usr/sbin/sshd"
-WORKER_PORTS_LOW = 10002
-"""Ray's worker ports are 10002-19999: a port this harness picks lies outside them."""
 
 
 def missing_tools() -> list[str]:
@@ -190,8 +190,9 @@ class TestHosts:
 
     def ssh(self, host: Host, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run `command` on `host` as the SSH user, in a login shell as the launcher does."""
+        login = f"bash --login -c {shlex.quote(command)}"
         return subprocess.run(
-            ["ssh", *ssh_options(self.key), f"{USER}@{host.ip}", f"bash --login -c {_q(command)}"],
+            ["ssh", *ssh_options(self.key), f"{USER}@{host.ip}", login],
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -246,12 +247,6 @@ def ssh_options(key: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _q(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
 def wait_for_ssh(ip: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -290,8 +285,6 @@ def _free_subnet() -> ipaddress.IPv4Network:
 def host_files() -> Path:
     """A new folder for the hosts' own files (their homes hold a venv each: gigabytes). Not
     under /tmp: each host mounts its own /tmp, and these files must stay visible to it."""
-    import tempfile
-
     return Path(tempfile.mkdtemp(prefix=f"{FILES_PREFIX}{os.getpid()}-", dir="/var/tmp"))
 
 

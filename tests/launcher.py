@@ -18,10 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from tests.hosts import USER, WORKER_PORTS_LOW, Host
+from tests.hosts import USER, Host
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "local.yaml"
+RAY_WORKER_PORTS = range(10002, 20000)
+"""Ports Ray may give its workers on this machine (the test session's own Ray runs here)."""
 WHEEL_CACHE = Path("/var/tmp/troupe-wheelhouse")
 RAY = str(Path(sys.executable).with_name("ray"))
 REAPED = [sys.executable, str(Path(__file__).with_name("reaper.py"))]
@@ -100,7 +102,7 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port < WORKER_PORTS_LOW or port > 19999:
+        if port not in RAY_WORKER_PORTS:
             return port
 
 
