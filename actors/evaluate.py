@@ -10,15 +10,21 @@ from actors.policy import ActorPolicy
 from learner.config import ModelConfig
 from learner.core import PolicyWeights
 
+DEFAULT_SEED = 12345
+"""Seed of the envs and the policy's sampling when the caller names none: fixed, so an
+evaluation repeats. Training's evaluations and `troupe eval` pass their own."""
+MAX_STEPS = 1_000_000
+"""Steps after which an evaluation gives up: a guard against envs without a time limit."""
+
 
 def evaluate(
     env_config: EnvConfig,
     model_config: ModelConfig,
     weights: PolicyWeights,
     episodes: int,
-    seed: int = 12345,
+    seed: int = DEFAULT_SEED,
     deterministic: bool = True,
-    max_steps: int = 1_000_000,
+    max_steps: int = MAX_STEPS,
 ) -> np.ndarray:
     """Returns of `episodes` episodes, run in parallel in one vector env.
 

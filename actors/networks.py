@@ -16,9 +16,14 @@ import numpy as np
 from learner.config import ModelConfig
 from learner.spaces import check_spaces
 
+# The learner model's constants, in float32; copied, not imported, since `learner.model`
+# imports torch (tests hold the two networks to the same outputs).
 GSDE_EPS = np.float32(1e-6)
 """As `learner.model.GSDE_EPS`: added to gSDE's variance."""
-_OBS_NORM_CLIP, _OBS_NORM_EPS = np.float32(10.0), np.float32(1e-8)  # as `ObsNormalizer`
+OBS_NORM_CLIP = np.float32(10.0)
+"""As `learner.model.OBS_NORM_CLIP`: normalised observations are clipped to +-this."""
+OBS_NORM_EPS = np.float32(1e-8)
+"""As `learner.model.OBS_NORM_EPS`: added to the running variance."""
 
 
 class PolicyNetwork:
@@ -66,7 +71,7 @@ class NumpyMLP(PolicyNetwork):
         self.norm = None
         if "obs_norm.mean" in params:
             mean = params["obs_norm.mean"].astype(np.float32)
-            scale = np.sqrt(params["obs_norm.var"].astype(np.float32) + _OBS_NORM_EPS)
+            scale = np.sqrt(params["obs_norm.var"].astype(np.float32) + OBS_NORM_EPS)
             self.norm = (mean, scale)
         if "log_std" in params:
             self.log_std = np.array(params["log_std"], dtype=np.float32)
@@ -76,7 +81,7 @@ class NumpyMLP(PolicyNetwork):
         x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
         if self.norm is not None:
             mean, scale = self.norm
-            x = np.clip((x - mean) / scale, -_OBS_NORM_CLIP, _OBS_NORM_CLIP)
+            x = np.clip((x - mean) / scale, -OBS_NORM_CLIP, OBS_NORM_CLIP)
         for weight, bias in self.layers:
             x = x @ weight
             x += bias

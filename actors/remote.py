@@ -46,7 +46,13 @@ class RolloutActor:
             return None, crash
         return segment, segment.length * segment.num_envs
 
+    def ready(self) -> bool:
+        """The readiness ping: answers (True) once the actor is up, its envs built and reset,
+        so a caller waits on it to know the actor started."""
+        return True
+
     def policy_version(self) -> int:
+        """The version of the weights the actor last loaded (-1 before any)."""
         return self.worker.policy.version
 
 

@@ -14,12 +14,16 @@ from actors.policy import ActorPolicy
 from learner.config import ModelConfig
 from learner.core import PolicyWeights, Segment
 
+SEED_MASK = 0x7FFFFFFF
+"""Actor seeds keep the low 31 bits of the mixed seed: a non-negative number that fits a
+signed 32-bit integer, which every env's seed argument accepts."""
+
 
 def actor_seed(seed: int, actor_id: int, rebuilds: int = 0) -> int:
     """A per-actor seed; env `i` of the actor is seeded `actor_seed + i` by gymnasium. A
     rebuilt env gets a new one, so it does not replay the episode that crashed it."""
     entropy = [seed, actor_id, rebuilds] if rebuilds else [seed, actor_id]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & SEED_MASK)
 
 
 class EnvCrashed(RuntimeError):

@@ -60,12 +60,12 @@ def train(config) -> tuple:
     `TrainResult`, seconds from spawning to the end, the metrics lines, the final weights)."""
     import tempfile
 
-    from services.algos import trainer_for
-    from services.rundir import RunDir
+    from services.runs.rundir import RunDir
+    from services.training import train as train_run
 
     with tempfile.TemporaryDirectory() as tmp:
+        run_dir = RunDir.create(tmp, config.name)
         start = time.perf_counter()
-        trainer = trainer_for(config)(config, RunDir.create(tmp, config.name))
-        result = trainer.run()
+        result = train_run(config, run_dir)
         elapsed = time.perf_counter() - start
-        return result, elapsed, trainer.run_dir.read_metrics(), trainer.run_dir.load_model()
+        return result, elapsed, run_dir.read_metrics(), run_dir.load_model()

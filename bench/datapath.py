@@ -79,7 +79,7 @@ def round_times(segment, params, counts, rounds: int) -> dict[int, float]:
     learner = ray.remote(NullLearnerActor).options(num_cpus=0).remote(params)
     actor_cls = ray.remote(CannedActor).options(num_cpus=0)
     actors = [actor_cls.remote(segment) for _ in range(max(counts))]
-    ray.get([a.policy_version.remote() for a in actors])
+    ray.get([a.ready.remote() for a in actors])
     times = {}
     try:
         for k in counts:

@@ -22,13 +22,13 @@ class SlowCartPole(CartPoleEnv):
 
     def step(self, action):
         if self.slow is None:
-            self.slow = self.marker is not None and _claim(self.marker)
+            self.slow = self.marker is not None and claim_marker(self.marker)
         if self.slow:
             time.sleep(self.delay_s)
         return super().step(action)
 
 
-def _claim(marker: str) -> bool:
+def claim_marker(marker: str) -> bool:
     """True for the first caller, in any process, to create `marker`."""
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL))

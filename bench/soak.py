@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from services.cluster import cpus_needed
+    from services.cluster.connection import cpus_needed
     from services.config import load_config
 
     # Logical CPUs as the embedded `troupe train` reserves them, so every actor is placed.

@@ -44,7 +44,7 @@ def troupe_command() -> list[str]:
 def run_troupe(config: str, seed: int) -> dict:
     from actors.evaluate import evaluate
     from services.config import load_config
-    from services.rundir import RunDir
+    from services.runs.rundir import RunDir
 
     with tempfile.TemporaryDirectory() as root:
         command = [
@@ -91,7 +91,7 @@ print(json.dumps({**result, "solved_s": result["first_pass"] - start}))
 
 _RAY_START = """
 import sys, time
-from services.cluster import ray_connection
+from services.cluster.connection import ray_connection
 from services.config import load_config
 config = load_config(sys.argv[1])
 start = time.time()
@@ -101,8 +101,8 @@ with ray_connection(config):
 
 
 def ray_start_s(config: str) -> float:
-    """Seconds `troupe train`'s own call (`services.cluster.ray_connection`) takes to start a
-    local Ray, in a fresh process that does nothing else."""
+    """Seconds `troupe train`'s own call (`services.cluster.connection.ray_connection`) takes
+    to start a local Ray, in a fresh process that does nothing else."""
     out = subprocess.run(
         [sys.executable, "-c", _RAY_START, config],
         check=True,

@@ -38,8 +38,11 @@ class ModelConfig:
     smooth over time and scales with the state. rl-baselines3-zoo's A2C results for Pendulum
     and MuJoCo use it."""
     log_std_init: float = 0.0
-    """Continuous actions: initial log standard deviation of the Gaussian policy (learned,
-    state-independent), or with gSDE of the exploration matrix's entries."""
+    """Continuous actions: initial value of the learned log standard deviations. With
+    'gaussian' exploration they are the policy's own, one per action and the same in every
+    state; with 'gsde' they are those of the exploration matrix's entries, one per (feature,
+    action), and the policy's standard deviation in a state follows from them and the state's
+    features h: sqrt(sum_f h_f^2 exp(2 log_std_f)) per action (plus a small epsilon)."""
     normalize_obs: bool = False
     """Standardise observations with running mean and variance kept by the learner; they
     travel with the weights, so every actor and evaluation normalises the same way."""

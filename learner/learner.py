@@ -6,6 +6,8 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.core import PolicyWeights, Segment, SegmentError
-from learner.losses import a2c_loss, total_loss
+from learner.losses import A2CLoss, a2c_loss, total_loss
 from learner.model import build_model, state_to_numpy
 from learner.optim import Optimizer
 from learner.returns import gae_advantages, nstep_returns, vtrace
@@ -44,6 +46,43 @@ _LOSS_STATS = (
     M.VALUE_MEAN,
     M.RHO_MEAN,
 )
+
+ADVANTAGE_STD_EPS = 1e-8
+"""Added to the advantages' standard deviation when normalising them: a batch of equal
+advantages has none."""
+
+
+class _Evaluated(NamedTuple):
+    """The current model on a batch of T steps of B envs (N = T * B, time-major)."""
+
+    log_probs: torch.Tensor
+    """[N] log pi(a_t | s_t) of the actions taken (gradients flow)."""
+    entropy: torch.Tensor
+    """[N] H(pi(. | s_t)) (gradients flow)."""
+    values: torch.Tensor
+    """[T + 1, B] V(s_t) of every observation, the bootstrap one included (gradients flow)."""
+
+
+class _Targets(NamedTuple):
+    """What the critic's bootstrap gives each step, each [T, B] and constant."""
+
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    """The value targets."""
+    rhos: torch.Tensor
+    """V-trace's truncated importance weights; ones without V-trace."""
+
+
+class _Samples(NamedTuple):
+    """The per-step terms of the loss, flattened from [T, B] to [N], valid steps only."""
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    """Not normalised (`Learner._normalized` does that for the loss)."""
+    returns: torch.Tensor
+    rhos: torch.Tensor
 
 
 class Learner:
@@ -178,66 +217,132 @@ class Learner:
         batch = _Batch.collate(segments, self.device)
         self._sync()
         collated = time.perf_counter()
-        cfg = self.config
-        t, n = batch.rewards.shape
-        if cfg.clip_rewards:
-            batch.rewards = torch.sign(batch.rewards)
-        if cfg.reward_scale != 1.0:
-            batch.rewards = batch.rewards * cfg.reward_scale
-        flat_obs = batch.obs.reshape((t + 1) * n, *batch.obs.shape[2:])
-        if self.model.obs_norm is not None:  # the observations the policy acted on
-            seen = batch.obs[:t] if batch.valid is None else batch.obs[:t][batch.valid]
-            self.model.obs_norm.update(seen.reshape(-1, *batch.obs.shape[2:]))
+        rewards = self._rewards(batch)
+        self._update_obs_norm(batch)  # before the forward pass, which normalises with it
+        evaluated = self._evaluate(batch)
+        targets = self._targets(batch, rewards, evaluated)
+        samples = self._mask(batch, evaluated, targets)
+        loss = a2c_loss(
+            log_probs=samples.log_probs,
+            entropy=samples.entropy,
+            values=samples.values,
+            advantages=self._normalized(samples.advantages),
+            returns=samples.returns,
+            weights=samples.rhos if self.config.vtrace else None,
+        )
+        total = total_loss(
+            loss=loss, value_coef=self.config.value_coef, entropy_coef=self.config.entropy_coef
+        )
+        grad_norm = self._step(total)
+        stats = {**self._loss_stats(loss, total, grad_norm, samples), **lag}
+        return {**stats, **self._batch_stats(segments, rejections, start, collated)}
 
+    def _rewards(self, batch: _Batch) -> torch.Tensor:
+        """[T, B] the rewards trained on: their signs with `clip_rewards`, then scaled by
+        `reward_scale`. (Reported episode returns are the segments' own, untouched.)"""
+        rewards = batch.rewards
+        if self.config.clip_rewards:
+            rewards = torch.sign(rewards)
+        if self.config.reward_scale != 1.0:
+            rewards = rewards * self.config.reward_scale
+        return rewards
+
+    def _update_obs_norm(self, batch: _Batch) -> None:
+        """Fold the observations the policy acted on (obs[:T], valid steps only) into the
+        model's running observation statistics, when it keeps them."""
+        if self.model.obs_norm is None:
+            return
+        t = batch.rewards.shape[0]
+        seen = batch.obs[:t] if batch.valid is None else batch.obs[:t][batch.valid]
+        self.model.obs_norm.update(seen.reshape(-1, *batch.obs.shape[2:]))
+
+    def _evaluate(self, batch: _Batch) -> _Evaluated:
+        """The current model on every observation of the batch, the bootstrap one included:
+        log-probabilities and entropies of the actions taken and the values (gradients flow)."""
+        t, n = batch.rewards.shape
+        flat_obs = batch.obs.reshape((t + 1) * n, *batch.obs.shape[2:])
         out, values = self.model(flat_obs)
         out = out.reshape(t + 1, n, -1)[:t]
-        values = values.reshape(t + 1, n)
         flat_actions = batch.actions.reshape(t * n, *batch.actions.shape[2:])
         dist = self.model.distribution(out.reshape(t * n, -1))
-        log_probs, entropy = dist.log_prob(flat_actions), dist.entropy()
-        with torch.no_grad():
-            final_values = torch.zeros_like(batch.rewards)
-            if batch.final_index.numel():
-                final_values.view(-1)[batch.final_index] = self.model.value(batch.final_obs)
-            args = (batch.rewards, values.detach(), batch.terminated, batch.truncated, final_values)
-            rhos = None
-            if cfg.vtrace:
-                off = vtrace(
-                    batch.behaviour_logp,
-                    log_probs.detach().reshape(t, n).to(batch.behaviour_logp.dtype),
-                    *args,
-                    gamma=cfg.gamma,
-                    rho_bar=cfg.rho_bar,
-                    c_bar=cfg.c_bar,
-                    lam=cfg.gae_lambda,
-                )
-                advantages, returns, rhos = off.pg_advantages, off.vs, off.rhos
-            elif cfg.gae_lambda == 1.0:
-                returns = nstep_returns(*args, gamma=cfg.gamma)
-                advantages = returns - values[:-1].detach()
-            else:
-                advantages, returns = gae_advantages(*args, gamma=cfg.gamma, lam=cfg.gae_lambda)
+        return _Evaluated(
+            log_probs=dist.log_prob(flat_actions),
+            entropy=dist.entropy(),
+            values=values.reshape(t + 1, n),
+        )
 
-        values = values[:-1].reshape(t * n)
-        rhos = torch.ones_like(returns) if rhos is None else rhos
-        advantages, returns, rhos = (x.reshape(-1) for x in (advantages, returns, rhos))
-        if batch.valid is not None:  # drop the reset steps of NEXT_STEP vector envs
-            keep = batch.valid.reshape(-1)
-            log_probs, entropy, values, advantages, returns, rhos = (
-                x[keep] for x in (log_probs, entropy, values, advantages, returns, rhos)
+    @torch.no_grad()
+    def _targets(self, batch: _Batch, rewards: torch.Tensor, evaluated: _Evaluated) -> _Targets:
+        """Advantages and value targets bootstrapped from the current critic: V-trace when
+        `vtrace` is on, else n-step returns (`gae_lambda` = 1) or GAE."""
+        cfg = self.config
+        t, n = rewards.shape
+        values = evaluated.values.detach()
+        final_values = torch.zeros_like(rewards)
+        if batch.final_index.numel():
+            final_values.view(-1)[batch.final_index] = self.model.value(batch.final_obs)
+        # What every estimator takes, by keyword.
+        common = dict(
+            rewards=rewards,
+            values=values,
+            terminated=batch.terminated,
+            truncated=batch.truncated,
+            final_values=final_values,
+            gamma=cfg.gamma,
+        )
+        if cfg.vtrace:
+            target_logp = evaluated.log_probs.detach().reshape(t, n)
+            off = vtrace(
+                behaviour_logp=batch.behaviour_logp,
+                target_logp=target_logp.to(batch.behaviour_logp.dtype),
+                rho_bar=cfg.rho_bar,
+                c_bar=cfg.c_bar,
+                lam=cfg.gae_lambda,
+                **common,
             )
-        advantage_mean = advantages.mean().item()
-        if cfg.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            return _Targets(advantages=off.pg_advantages, returns=off.vs, rhos=off.rhos)
+        if cfg.gae_lambda == 1.0:
+            returns = nstep_returns(**common)
+            advantages = returns - values[:-1]
+        else:
+            advantages, returns = gae_advantages(lam=cfg.gae_lambda, **common)
+        return _Targets(advantages=advantages, returns=returns, rhos=torch.ones_like(returns))
 
-        weights = rhos if cfg.vtrace else None
-        loss = a2c_loss(log_probs, entropy, values, advantages, returns, weights)
-        total = total_loss(loss, cfg.value_coef, cfg.entropy_coef)
+    @staticmethod
+    def _mask(batch: _Batch, evaluated: _Evaluated, targets: _Targets) -> _Samples:
+        """The per-step terms flattened from [T, B] to [T * B], then without the reset steps
+        of NEXT_STEP vector envs (which carry no transition) when the batch has any."""
+        samples = _Samples(
+            log_probs=evaluated.log_probs,
+            entropy=evaluated.entropy,
+            values=evaluated.values[:-1].reshape(-1),
+            advantages=targets.advantages.reshape(-1),
+            returns=targets.returns.reshape(-1),
+            rhos=targets.rhos.reshape(-1),
+        )
+        if batch.valid is None:
+            return samples
+        keep = batch.valid.reshape(-1)
+        return _Samples(*(x[keep] for x in samples))
+
+    def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
+        """Advantages standardised over the batch with `normalize_advantages` (and more than
+        one sample), else as they are."""
+        if not self.config.normalize_advantages or advantages.numel() <= 1:
+            return advantages
+        return (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_STD_EPS)
+
+    def _step(self, total: torch.Tensor) -> torch.Tensor:
+        """Backpropagate `total`, clip the gradient norm to `max_grad_norm` and take the
+        optimiser step, bumping the version. A non-finite loss or gradient norm skips the step
+        (counted in `skipped_updates`) and leaves no gradients. Returns the gradient norm
+        before clipping, NaN when the loss was not finite."""
         self.optimizer.zero_grad()
         grad_norm = torch.tensor(float("nan"))
         if torch.isfinite(total):
             total.backward()
-            clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+            max_norm = self.config.max_grad_norm
+            clip = max_norm if max_norm > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
@@ -245,28 +350,45 @@ class Learner:
         else:
             self.optimizer.zero_grad()
             self.skipped_updates += 1
+        return grad_norm
 
-        returns_done = [float(r) for s in segments for r in s.episode_returns]
-        lengths_done = [int(x) for s in segments for x in s.episode_lengths]
+    def _loss_stats(
+        self, loss: A2CLoss, total: torch.Tensor, grad_norm: torch.Tensor, samples: _Samples
+    ) -> dict:
+        """The step's losses, gradient norm and batch means (advantages before
+        normalisation), as floats: the keys of `_LOSS_STATS`."""
         return {
             M.LOSS_POLICY: loss.policy_loss.item(),
             M.LOSS_VALUE: loss.value_loss.item(),
-            M.LOSS_ENTROPY: -cfg.entropy_coef * loss.entropy_loss.item(),
+            M.LOSS_ENTROPY: -self.config.entropy_coef * loss.entropy_loss.item(),
             M.LOSS_TOTAL: total.item(),
             M.ENTROPY: loss.entropy_loss.item(),
             M.GRAD_NORM: grad_norm.item(),
-            M.ADVANTAGE_MEAN: advantage_mean,
-            M.VALUE_MEAN: values.mean().item(),
-            M.RHO_MEAN: rhos.mean().item(),
-            **lag,
+            M.ADVANTAGE_MEAN: samples.advantages.mean().item(),
+            M.VALUE_MEAN: samples.values.mean().item(),
+            M.RHO_MEAN: samples.rhos.mean().item(),
+        }
+
+    def _batch_stats(
+        self,
+        segments: Sequence[Segment],
+        rejections: list[str],
+        start: float,
+        collated: float | None = None,
+    ) -> dict:
+        """Counters, timings, the batch's frames and the episodes it completed. The transfer
+        and compute times only when a batch was collated (at `collated`)."""
+        now = time.perf_counter()
+        times = {M.UPDATE_TIME: now - start}
+        if collated is not None:
+            times |= {M.TRANSFER_TIME: collated - start, M.COMPUTE_TIME: now - collated}
+        return {
             M.POLICY_VERSION: self.version,
             M.SKIPPED_UPDATES: self.skipped_updates,
-            M.UPDATE_TIME: time.perf_counter() - start,
-            M.TRANSFER_TIME: collated - start,
-            M.COMPUTE_TIME: time.perf_counter() - collated,
-            M.BATCH_FRAMES: t * n,
-            M.EPISODE_RETURN: returns_done,
-            M.EPISODE_LENGTH: lengths_done,
+            **times,
+            M.BATCH_FRAMES: sum(s.frames for s in segments),
+            M.EPISODE_RETURN: [float(r) for s in segments for r in s.episode_returns],
+            M.EPISODE_LENGTH: [int(x) for s in segments for x in s.episode_lengths],
             M.SEGMENTS_REJECTED: self.rejected_segments,
             M.REJECTIONS: rejections,
         }
@@ -287,17 +409,8 @@ class Learner:
 
     def _no_step(self, rejections: list[str], start: float) -> dict:
         """Statistics of an update with no segment left: nothing learned, no loss."""
-        return {
-            **dict.fromkeys(_LOSS_STATS, float("nan")),
-            M.POLICY_VERSION: self.version,
-            M.SKIPPED_UPDATES: self.skipped_updates,
-            M.UPDATE_TIME: time.perf_counter() - start,
-            M.BATCH_FRAMES: 0,
-            M.EPISODE_RETURN: [],
-            M.EPISODE_LENGTH: [],
-            M.SEGMENTS_REJECTED: self.rejected_segments,
-            M.REJECTIONS: rejections,
-        }
+        nothing = dict.fromkeys(_LOSS_STATS, float("nan"))
+        return {**nothing, **self._batch_stats([], rejections, start)}
 
 
 def _to_cpu(value):
@@ -310,11 +423,29 @@ def _to_cpu(value):
     return value
 
 
+@dataclass
 class _Batch:
-    """Segments concatenated along the batch axis, as tensors on the learner's device."""
+    """Segments concatenated along the batch axis, as tensors on the learner's device; the
+    shapes of `Segment`, time-major, with B the envs of all segments together."""
 
-    def __init__(self, **tensors) -> None:
-        self.__dict__.update(tensors)
+    obs: torch.Tensor
+    """[T + 1, B, *O]"""
+    actions: torch.Tensor
+    """[T, B] or [T, B, *A]"""
+    behaviour_logp: torch.Tensor
+    """[T, B]"""
+    rewards: torch.Tensor
+    """[T, B] as the envs gave them (see `Learner._rewards`)."""
+    terminated: torch.Tensor
+    """[T, B]"""
+    truncated: torch.Tensor
+    """[T, B]"""
+    valid: torch.Tensor | None
+    """[T, B]; None when every step is valid."""
+    final_obs: torch.Tensor
+    """[K, *O]"""
+    final_index: torch.Tensor
+    """[K] flat indices t * B + b into the concatenated batch."""
 
     @classmethod
     def collate(cls, segments: Sequence[Segment], device: torch.device) -> _Batch:
@@ -325,7 +456,6 @@ class _Batch:
             raise SegmentError(
                 f"segments in one update must share T, got lengths {sorted(lengths)}"
             )
-        t = segments[0].length
         n = sum(s.num_envs for s in segments)
         index, offset = [], 0
         for s in segments:  # re-index flat (t, b) positions into the concatenated batch
@@ -353,5 +483,4 @@ class _Batch:
             valid=None if valid.all() else torch.from_numpy(valid).to(device),
             final_obs=cat("final_obs", axis=0),
             final_index=torch.from_numpy(np.concatenate(index)).to(device),
-            length=t,
         )

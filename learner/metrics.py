@@ -1,51 +1,148 @@
-"""Namespaced metric names, shared by the learner, the actors and the services."""
+"""Every metric of a run, declared once: its namespaced name, kind, help text and whether a
+run's status reports it. The learner, the actors and the services use the name constants; the
+status (`troupe status`, the HTTP API), the Prometheus exposition, Ray's metrics and the
+TensorBoard events are all derived from `TABLE`.
 
-FRAMES = "perf/frames"
-BATCH_FRAMES = "learner/batch_frames"
-FPS = "perf/fps"
-UPDATES = "perf/updates"
-WALL_TIME = "perf/wall_time_s"
-UNIX_TIME = "perf/unix_time"
-"""Seconds since the epoch when the record was made: lines up metrics with logs and clocks."""
-UPDATE_TIME = "perf/update_time_s"
-# Parts of one update: segments to tensors on the learner's device; forward, backward and
-# optimiser step; weights copied off the device for the actors (0 when nothing changed).
-TRANSFER_TIME = "perf/learner_transfer_s"
-COMPUTE_TIME = "perf/learner_compute_s"
-PUBLISH_TIME = "perf/learner_publish_s"
+Status figures are listed in the order a status shows them."""
 
-LOSS_POLICY = "loss/policy"
-LOSS_VALUE = "loss/value"
-LOSS_ENTROPY = "loss/entropy"
-LOSS_TOTAL = "loss/total"
+from __future__ import annotations
 
-ENTROPY = "policy/entropy"
-GRAD_NORM = "policy/grad_norm"
-POLICY_VERSION = "policy/version"
-ADVANTAGE_MEAN = "policy/advantage_mean"
-VALUE_MEAN = "policy/value_mean"
-SKIPPED_UPDATES = "learner/skipped_nonfinite_updates"
-SEGMENTS_REJECTED = "learner/segments_rejected"
-LEARNER_RESTARTS = "learner/restarts"
-ROLLBACKS = "learner/rollbacks"
-REJECTIONS = "learner/rejections"
-STALE_SEGMENTS = "learner/stale_segments"
-POLICY_LAG_MEAN = "policy/lag_mean"
-POLICY_LAG_MAX = "policy/lag_max"
-RHO_MEAN = "policy/rho_mean"
+from dataclasses import dataclass
 
-EPISODE_RETURN = "rollout/episode_return"
-EPISODE_LENGTH = "rollout/episode_length"
-EPISODES = "rollout/episodes"
+COUNTER = "counter"
+"""Only grows over a run (Prometheus `..._total`)."""
+GAUGE = "gauge"
+"""A figure of the latest update or moment."""
+DETAIL = "detail"
+"""A list kept with one update's statistics (not a number): never exported."""
 
-EVAL_RETURN = "eval/episode_return"
 
-# Run-level figures kept by the driver; in `metrics.jsonl`, `troupe metrics` and the HTTP API.
-ACTORS_LIVE = "actors/live"
-ACTORS_PENDING = "actors/pending"
-ACTORS_TARGET = "actors/target"
-SEGMENTS_DROPPED = "actors/segments_dropped"
-ACTOR_START_FAILURES = "actors/start_failures"
-ACTOR_RESTARTS = "actors/restarts"
-ENV_REBUILDS = "actors/env_rebuilds"
-UPTIME = "perf/uptime_s"
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str
+    help: str
+    status: bool
+    """Reported by a run's status, so exported to Prometheus and Ray's metrics."""
+
+
+TABLE: dict[str, Metric] = {}
+
+
+def _metric(name: str, help: str, kind: str = GAUGE, status: bool = False) -> str:
+    if name in TABLE:
+        raise ValueError(f"metric {name!r} is declared twice")
+    TABLE[name] = Metric(name, kind, help, status)
+    return name
+
+
+FRAMES = _metric("perf/frames", "Environment frames trained on", COUNTER, status=True)
+FPS = _metric("perf/fps", "Training frames per second", status=True)
+UPDATES = _metric("perf/updates", "Learner updates", COUNTER, status=True)
+# A gauge: a restart or rollback to a checkpoint takes it back.
+POLICY_VERSION = _metric("policy/version", "Version of the newest policy weights", status=True)
+LOSS_POLICY = _metric("loss/policy", "Policy-gradient loss of the last update", status=True)
+LOSS_VALUE = _metric("loss/value", "Value loss of the last update", status=True)
+LOSS_ENTROPY = _metric("loss/entropy", "Entropy loss term of the last update", status=True)
+ENTROPY = _metric("policy/entropy", "Mean policy entropy of the last batch", status=True)
+GRAD_NORM = _metric("policy/grad_norm", "Gradient norm before clipping", status=True)
+EPISODE_RETURN = _metric(
+    "rollout/episode_return", "Mean return of recent training episodes", status=True
+)
+EVAL_RETURN = _metric("eval/episode_return", "Mean return of the latest evaluation", status=True)
+ACTORS_LIVE = _metric("actors/live", "Rollout actors sampling", status=True)
+ACTORS_PENDING = _metric(
+    "actors/pending", "Rollout actors waiting for cluster resources", status=True
+)
+ACTORS_TARGET = _metric("actors/target", "Rollout actors asked for", status=True)
+SEGMENTS_DROPPED = _metric(
+    "actors/segments_dropped", "Segments that never reached the learner", COUNTER, status=True
+)
+ACTOR_START_FAILURES = _metric(
+    "actors/start_failures",
+    "Rollout actors that failed to start (left out, not retried)",
+    COUNTER,
+    status=True,
+)
+ACTOR_RESTARTS = _metric(
+    "actors/restarts",
+    "Rollout actors replaced after failing or stalling mid-run",
+    COUNTER,
+    status=True,
+)
+ENV_REBUILDS = _metric(
+    "actors/env_rebuilds",
+    "Envs rebuilt inside their actor after raising in step or reset",
+    COUNTER,
+    status=True,
+)
+SEGMENTS_REJECTED = _metric(
+    "learner/segments_rejected", "Malformed segments the learner left out", COUNTER, status=True
+)
+LEARNER_RESTARTS = _metric(
+    "learner/restarts",
+    "Times the learner died and was restarted from a checkpoint",
+    COUNTER,
+    status=True,
+)
+ROLLBACKS = _metric(
+    "learner/rollbacks",
+    "Rollbacks to the latest checkpoint after non-finite updates",
+    COUNTER,
+    status=True,
+)
+SKIPPED_UPDATES = _metric(
+    "learner/skipped_nonfinite_updates",
+    "Updates skipped for a non-finite loss or gradient",
+    COUNTER,
+    status=True,
+)
+POLICY_LAG_MEAN = _metric(
+    "policy/lag_mean",
+    "Mean versions the last batch's policies were behind the learner",
+    status=True,
+)
+POLICY_LAG_MAX = _metric(
+    "policy/lag_max",
+    "Most versions a segment of the last batch was behind the learner",
+    status=True,
+)
+STALE_SEGMENTS = _metric(
+    "learner/stale_segments",
+    "Segments left out for lagging more than learner.max_policy_lag",
+    COUNTER,
+    status=True,
+)
+RHO_MEAN = _metric(
+    "policy/rho_mean", "Mean truncated V-trace importance weight of the last batch", status=True
+)
+UPTIME = _metric("perf/uptime_s", "Seconds since the run started", status=True)
+
+# In each update's metrics line (metrics.jsonl, TensorBoard), not in the status.
+LOSS_TOTAL = _metric("loss/total", "Total loss of the last update")
+ADVANTAGE_MEAN = _metric("policy/advantage_mean", "Mean advantage of the last batch")
+VALUE_MEAN = _metric("policy/value_mean", "Mean value estimate of the last batch")
+EPISODES = _metric("rollout/episodes", "Training episodes finished", COUNTER)
+EPISODE_LENGTH = _metric("rollout/episode_length", "Mean length of recent training episodes")
+BATCH_FRAMES = _metric("learner/batch_frames", "Frames in the last update's batch")
+WALL_TIME = _metric("perf/wall_time_s", "Seconds of training so far, earlier attempts included")
+UNIX_TIME = _metric(
+    "perf/unix_time",
+    "Seconds since the epoch when the line was made: lines up metrics with logs and clocks",
+)
+UPDATE_TIME = _metric("perf/update_time_s", "Seconds the learner spent on the last update")
+TRANSFER_TIME = _metric(
+    "perf/learner_transfer_s", "Of an update, seconds to put its segments on the device"
+)
+COMPUTE_TIME = _metric(
+    "perf/learner_compute_s", "Of an update, seconds of forward, backward and optimiser step"
+)
+PUBLISH_TIME = _metric(
+    "perf/learner_publish_s",
+    "Seconds to copy new weights off the device for the actors (0 when nothing changed)",
+)
+
+REJECTIONS = _metric("learner/rejections", "Why each left-out segment was left out", DETAIL)
+
+STATUS = tuple(name for name, metric in TABLE.items() if metric.status)
+"""What a run's status reports, in this order."""

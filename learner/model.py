@@ -13,13 +13,21 @@ from learner.torsos import build_torso, orthogonal
 
 GSDE_EPS = 1e-6
 """Added to gSDE's variance, which is zero where every feature is."""
+OBS_NORM_CLIP = 10.0
+"""Normalised observations are clipped to this many standard deviations either side, so a
+rare outlier cannot saturate the torso."""
+OBS_NORM_EPS = 1e-8
+"""Added to the running variance before its square root: a constant feature has none."""
+POLICY_HEAD_GAIN = 0.01
+"""Orthogonal-init gain of the policy head: small, so the first policy is near uniform (or
+its Gaussian mean near zero)."""
+VALUE_HEAD_GAIN = 1.0
+"""Orthogonal-init gain of the value head."""
 
 
 class ObsNormalizer(nn.Module):
     """Running mean and variance of observations (Chan et al.'s parallel update), as buffers:
     they are part of the state dict, so they travel with the weights and the checkpoints."""
-
-    CLIP = 10.0
 
     def __init__(self, obs_dim: int) -> None:
         super().__init__()
@@ -42,21 +50,26 @@ class ObsNormalizer(nn.Module):
         self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + 1e-8)
-        return z.clamp(-self.CLIP, self.CLIP)
+        z = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + OBS_NORM_EPS)
+        return z.clamp(-OBS_NORM_CLIP, OBS_NORM_CLIP)
 
 
 class ActorCritic(nn.Module):
     """Policy and value function on a torso chosen by the observation space (see `torsos`).
 
     Discrete actions: categorical logits. Box actions: a diagonal Gaussian whose mean the
-    network outputs and whose log standard deviation is a learned, state-independent vector.
+    network outputs. Its standard deviation depends on `ModelConfig.exploration`: with
+    'gaussian' it is `exp(log_std)`, a learned vector (one per action), the same in every
+    state; with 'gsde' `log_std` is a learned [F, A] matrix, the log spread of the exploration
+    matrix's entries, and the standard deviation depends on the state, through the policy
+    torso's (detached) features h: sqrt(h^2 @ exp(2 log_std) + GSDE_EPS) per action (see
+    `policy_from_features`).
     Orthogonal initialisation with a small policy-head gain starts the policy near uniform (or
     near zero mean), the convention of the OpenAI baselines and Stable-Baselines3 A2C.
     """
 
     def __init__(
-        self, observation_space: gym.spaces.Box, action_space: gym.Space, config: ModelConfig
+        self, config: ModelConfig, observation_space: gym.spaces.Box, action_space: gym.Space
     ) -> None:
         super().__init__()
         self.torso_kind = config.torso_for(observation_space)
@@ -73,8 +86,8 @@ class ActorCritic(nn.Module):
             if config.shared_trunk
             else build_torso(self.torso_kind, config, observation_space)[0]
         )
-        self.policy_head = orthogonal(nn.Linear(width, out), 0.01)
-        self.value_head = orthogonal(nn.Linear(width, 1), 1.0)
+        self.policy_head = orthogonal(nn.Linear(width, out), POLICY_HEAD_GAIN)
+        self.value_head = orthogonal(nn.Linear(width, 1), VALUE_HEAD_GAIN)
         if self.continuous:
             # gSDE: one log std per (feature, action) pair, the spread of the exploration
             # matrix's entries; otherwise one per action.
@@ -130,7 +143,7 @@ def build_model(
 ) -> ActorCritic:
     """Build the network for an environment's spaces, or say which space is unsupported."""
     check_spaces(config, observation_space, action_space)
-    return ActorCritic(observation_space, action_space, config)
+    return ActorCritic(config, observation_space, action_space)
 
 
 def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:

@@ -19,6 +19,9 @@ from learner.config import ModelConfig
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 NATURE_FEATURES = 512
 """Width of the Nature CNN's feature layer, which the heads read."""
+TORSO_GAIN = math.sqrt(2)
+"""Orthogonal-init gain of every torso layer, ReLU's gain, for tanh too (the convention of the
+OpenAI baselines and Stable-Baselines3)."""
 
 
 def orthogonal(layer: nn.Linear | nn.Conv2d, gain: float) -> nn.Module:
@@ -31,7 +34,7 @@ def mlp(in_dim: int, sizes: tuple[int, ...], activation: str) -> nn.Sequential:
     """Linear layers of `sizes` widths; input [N, in_dim] -> [N, sizes[-1]]."""
     layers: list[nn.Module] = []
     for width in sizes:
-        layers += [orthogonal(nn.Linear(in_dim, width), math.sqrt(2)), _ACTIVATIONS[activation]()]
+        layers += [orthogonal(nn.Linear(in_dim, width), TORSO_GAIN), _ACTIVATIONS[activation]()]
         in_dim = width
     return nn.Sequential(*layers)
 
@@ -49,19 +52,18 @@ class NatureCNN(nn.Module):
         # Fixed by the space, not by each batch's dtype: the same frames give the same
         # features whether they arrive as uint8 or were cast to float on the way.
         self.scale = 1.0 / 255.0 if observation_space.dtype == np.uint8 else 1.0
-        gain = math.sqrt(2)
         self.convs = nn.Sequential(
-            orthogonal(nn.Conv2d(channels, 32, 8, stride=4), gain),
+            orthogonal(nn.Conv2d(channels, 32, 8, stride=4), TORSO_GAIN),
             nn.ReLU(),
-            orthogonal(nn.Conv2d(32, 64, 4, stride=2), gain),
+            orthogonal(nn.Conv2d(32, 64, 4, stride=2), TORSO_GAIN),
             nn.ReLU(),
-            orthogonal(nn.Conv2d(64, 64, 3, stride=1), gain),
+            orthogonal(nn.Conv2d(64, 64, 3, stride=1), TORSO_GAIN),
             nn.ReLU(),
             nn.Flatten(),
         )
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, channels, height, width)).shape[1]
-        self.fc = nn.Sequential(orthogonal(nn.Linear(flat, NATURE_FEATURES), gain), nn.ReLU())
+        self.fc = nn.Sequential(orthogonal(nn.Linear(flat, NATURE_FEATURES), TORSO_GAIN), nn.ReLU())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.fc(self.convs(obs.float() * self.scale))

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from learner.config import ConfigError
 from services import cli
 
 JOB_HOME = Path("~/troupe")
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         root = load_config(args.config, args.set).train.run_root
-    except cli.ConfigError as err:
+    except ConfigError as err:
         print(f"troupe: config error: {err}", file=sys.stderr)
         return 2
 

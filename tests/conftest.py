@@ -28,6 +28,24 @@ def pytest_configure(config) -> None:
     os.environ.pop("RAY_ADDRESS", None)
 
 
+LANE_MARKS = ("ray", "subprocess", "slow", "launcher")
+"""A test with none of these is a unit test (`pytest -m unit`)."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test by what it starts, from the fixtures it takes, so no lane depends on a
+    test's author remembering a mark: `ray_cluster` is Ray, `troupe_cmd`/`cli_env` a
+    subprocess. Tests that start either without these fixtures carry the mark themselves."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "ray_cluster" in fixtures:
+            item.add_marker(pytest.mark.ray)
+        if fixtures & {"troupe_cmd", "cli_env"}:
+            item.add_marker(pytest.mark.subprocess)
+        if not any(item.get_closest_marker(mark) for mark in LANE_MARKS):
+            item.add_marker(pytest.mark.unit)
+
+
 def pytest_unconfigure(config) -> None:
     if _RAY_DIR:
         shutil.rmtree(_RAY_DIR, ignore_errors=True)
@@ -98,3 +116,51 @@ def s3_bucket(s3_endpoint, monkeypatch) -> dict:
     bucket = f"troupe-{secrets.token_hex(4)}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return {"url": f"s3://{bucket}", "options": {"endpoint_url": s3_endpoint}}
+
+
+# --- Shared helpers (plain functions: `from tests.conftest import make_segment`) -------------
+
+
+def make_segment(t=4, b=3, obs_dim=2, actor_id=7, truncate=((1, 2),), terminate=((2, 0),)):
+    """A valid hand-made segment: rewards of 1, the given (t, b) truncations and terminations,
+    random observations and actions of 2 choices, behaviour log-probs of -0.69, one finished
+    episode (return 3, length 3), policy version 5."""
+    import numpy as np
+
+    from learner.core import Segment
+
+    rng = np.random.default_rng(0)
+    terminated = np.zeros((t, b), dtype=bool)
+    truncated = np.zeros((t, b), dtype=bool)
+    for i, j in terminate:
+        terminated[i, j] = True
+    for i, j in truncate:
+        truncated[i, j] = True
+    cut = np.flatnonzero((truncated & ~terminated).reshape(-1))
+    return Segment(
+        obs=rng.normal(size=(t + 1, b, obs_dim)).astype(np.float32),
+        actions=rng.integers(0, 2, size=(t, b)),
+        rewards=np.ones((t, b), dtype=np.float32),
+        terminated=terminated,
+        truncated=truncated,
+        valid=np.ones((t, b), dtype=bool),
+        behaviour_logp=np.full((t, b), -0.69, dtype=np.float32),
+        final_obs=rng.normal(size=(len(cut), obs_dim)).astype(np.float32),
+        final_index=cut.astype(np.int64),
+        episode_returns=np.array([3.0], dtype=np.float32),
+        episode_lengths=np.array([3], dtype=np.int64),
+        policy_version=5,
+        actor_id=actor_id,
+    )
+
+
+def sample_segments(learner, n=2, t=8, b=4, **env):
+    """`n` segments of `t` steps of `b` envs (actors 0 .. n-1, `EnvConfig(**env)`, CartPole by
+    default), sampled with the learner's current weights."""
+    from actors.config import ActorConfig, EnvConfig
+    from actors.rollout import RolloutWorker
+
+    actors = ActorConfig(envs_per_actor=b, segment_length=t)
+    workers = [RolloutWorker(EnvConfig(**env), actors, learner.config.model, i) for i in range(n)]
+    weights = learner.get_weights()
+    return [w.sample(weights) for w in workers]

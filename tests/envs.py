@@ -8,6 +8,8 @@ import time
 import gymnasium as gym
 import numpy as np
 
+from bench.envs import claim_marker
+
 
 class CountingEnv(gym.Env):
     """obs = [step within episode, episode number]; reward = 1 per step.
@@ -62,7 +64,7 @@ class CrashingEnv(CountingEnv):
         return super().step(action)
 
     def _claim(self) -> bool:
-        return self.marker is None or _claim(self.marker)
+        return self.marker is None or claim_marker(self.marker)
 
 
 CRASHING_ID = "tests.envs:troupe-test/Crashing-v0"
@@ -97,36 +99,32 @@ if "troupe-test/Exploding-v0" not in gym.registry:
     )
 
 
-class SlowEnv(CountingEnv):
-    """A `CountingEnv` that sleeps `delay_s` per step in the one instance, across processes,
-    that claims `marker` first: one slow actor among fast ones. (Claimed at the first step:
-    the driver builds an instance too, to read the spaces, and never steps it.)"""
+HOLD_LIMIT_S = 120.0
+"""A held env that is never released gives up after this long, so a broken test fails."""
 
-    def __init__(self, delay_s: float = 0.05, marker: str | None = None) -> None:
+
+class HeldEnv(CountingEnv):
+    """A `CountingEnv` whose one instance, across processes, that claims `marker` first holds
+    its first step until the file `release` exists: one actor stuck mid-segment among free
+    ones for exactly as long as the test wants, whatever the machine's speed. (Claimed at the
+    first step: the driver builds an instance too, to read the spaces, and never steps it.)"""
+
+    def __init__(self, marker: str, release: str) -> None:
         super().__init__()
-        self.delay_s, self.marker, self.steps = delay_s, marker, 0
-        self.slow: bool | None = None
+        self.marker, self.release = marker, release
+        self.held: bool | None = None
 
     def step(self, action):
-        if self.slow is None:
-            self.slow = self.marker is not None and _claim(self.marker)
-        if self.slow:
-            time.sleep(self.delay_s)
-            self.steps += 1
-            with open(self.marker, "w") as out:  # how far the slow env got, for the test
-                out.write(str(self.steps))
+        if self.held is None:
+            self.held = claim_marker(self.marker)
+            deadline = time.monotonic() + HOLD_LIMIT_S
+            while self.held and not os.path.exists(self.release):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.release} never appeared")
+                time.sleep(0.01)
         return super().step(action)
 
 
-def _claim(marker: str) -> bool:
-    """True for the first caller, in any process, to create `marker`."""
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        return False
-    return True
-
-
-SLOW_ID = "tests.envs:troupe-test/Slow-v0"
-if "troupe-test/Slow-v0" not in gym.registry:
-    gym.register("troupe-test/Slow-v0", entry_point="tests.envs:SlowEnv", max_episode_steps=5)
+HELD_ID = "tests.envs:troupe-test/Held-v0"
+if "troupe-test/Held-v0" not in gym.registry:
+    gym.register("troupe-test/Held-v0", entry_point="tests.envs:HeldEnv", max_episode_steps=5)

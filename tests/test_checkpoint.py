@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from learner.config import ConfigError
-from services.checkpoint import Checkpoints, StorageError
 from services.config import load_config
+from services.runs.checkpoints import Checkpoints, StorageError
 
 
 def _save(store: Checkpoints, updates: int) -> None:

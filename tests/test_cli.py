@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -9,14 +10,21 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from learner import metrics as M
+from services import cli
+from services.config import load_config
+from services.runs.rundir import RunDir
 from tests.conftest import ROOT
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 TIMEOUT = 300
 
@@ -43,9 +51,14 @@ def _run_dir(stdout: str) -> Path:
         (["--set", "learner.lrr=1e-3"], "did you mean learner.lr?"),
         (["--config", "missing.yaml"], "missing.yaml"),
         # Found once connected: the embedded Ray of this machine has no GPU to give.
-        (["--set", "learner.device=cuda"], "{CPU: 1, GPU: 1} (learner.num_cpus, learner.device)"),
+        pytest.param(
+            ["--set", "learner.device=cuda"],
+            "{CPU: 1, GPU: 1} (learner.num_cpus, learner.device)",
+            marks=pytest.mark.ray,  # it starts an embedded Ray
+        ),
     ],
 )
+@pytest.mark.subprocess
 def test_bad_config_exits_nonzero_naming_the_field(args, field, troupe_cmd, cli_env, tmp_path):
     proc = _run([*troupe_cmd, "train", *args, "--set", f"train.run_root={tmp_path}"], cli_env)
     assert proc.returncode == 2
@@ -54,6 +67,7 @@ def test_bad_config_exits_nonzero_naming_the_field(args, field, troupe_cmd, cli_
     assert not list(tmp_path.iterdir())  # nothing started, no run directory
 
 
+@pytest.mark.subprocess
 def test_unreachable_cluster_is_a_clear_error(troupe_cmd, cli_env, tmp_path):
     with socket.socket() as sock:  # a port that nothing listens on once closed
         sock.bind(("127.0.0.1", 0))
@@ -74,29 +88,37 @@ def test_unreachable_cluster_is_a_clear_error(troupe_cmd, cli_env, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_eval_of_a_missing_run_is_a_clear_error(troupe_cmd, cli_env, tmp_path):
-    proc = _run([*troupe_cmd, "eval", str(tmp_path)], cli_env)
-    assert proc.returncode == 2 and "not a run directory" in proc.stderr
+def test_eval_of_a_folder_without_a_finished_run_exits_2_saying_why(tmp_path, capsys):
+    assert cli.main(["eval", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"troupe: {tmp_path} is not a run directory: no config.yaml\n"
+    run = RunDir.create(tmp_path, "unfinished")
+    run.write_config(load_config(None))
+    assert cli.main(["eval", str(run.path)]) == 2
+    message = f"troupe: {run.path} has no model.pt: did the run finish?\n"
+    assert capsys.readouterr().err == message
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--seed", "-1"], "argument --seed: must be >= 0"),
-        (["--episodes", "0"], "argument --episodes: must be >= 1"),
+        (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+        (["--episodes", "0"], "argument --episodes: must be >= 1, got 0"),
     ],
 )
-def test_eval_flags_are_checked(args, message, troupe_cmd, cli_env, tmp_path):
-    proc = _run([*troupe_cmd, "eval", str(tmp_path), *args], cli_env)
-    assert proc.returncode == 2 and message in proc.stderr
+def test_eval_flags_are_checked_before_the_run_is_read(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["eval", str(tmp_path / "no-such-run"), *args])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_console_script_is_installed():
-    script = Path(sys.executable).parent / "troupe"
-    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "train" in proc.stdout
+def test_the_console_script_is_the_cli():
+    """pyproject.toml's `troupe` entry point names the function `troupe` runs here."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    module, _, name = project["scripts"]["troupe"].partition(":")
+    assert getattr(importlib.import_module(module), name) is cli.main
 
 
+@pytest.mark.ray
 def test_train_on_embedded_ray_then_eval(troupe_cmd, cli_env, tmp_path):
     """No address: `troupe train` starts its own local Ray, trains briefly, stops it."""
     proc = _run(
@@ -139,10 +161,13 @@ def test_train_on_embedded_ray_then_eval(troupe_cmd, cli_env, tmp_path):
 
     ev = _run([*troupe_cmd, "eval", str(run), "--episodes", "3"], cli_env)
     assert ev.returncode == 0, ev.stderr
+    version = RunDir(run).load_model().version
     assert re.search(r"mean return [\d.]+ \+/- [\d.]+ over 3 episodes", ev.stdout)
+    assert f"(policy version {version}, CartPole-v1)" in ev.stdout  # the run's own model
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.parametrize("config", ["configs/cartpole.yaml", "configs/cartpole_async.yaml"])
 def test_cartpole_config_is_solved(config, ray_cluster, troupe_cmd, cli_env, tmp_path):
     """The learning test, sync and async: the shipped config reaches a mean return >= 475 over
@@ -175,6 +200,8 @@ def test_cartpole_config_is_solved(config, ray_cluster, troupe_cmd, cli_env, tmp
     assert lag >= 1 if "async" in config else lag == 0  # async did learn off-policy
 
 
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(
     ray_cluster, troupe_cmd, cli_env, tmp_path
 ):
@@ -221,6 +248,7 @@ def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_checkpoints_on_s3_resume_the_solved_policy(
     ray_cluster, troupe_cmd, cli_env, tmp_path, s3_bucket
 ):

@@ -4,16 +4,21 @@ job entrypoint that `troupe submit` builds. No Ray is started here."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from learner import metrics as M
 from learner.config import ConfigError
-from services import cli, job, jobs
-from services.control import (
+from services import cli, job
+from services.cluster import jobs
+from services.control.registry import resolve_run
+from services.control.run_control import (
     MAX_ACTORS,
     STATUS_METRICS,
     RunControl,
@@ -21,7 +26,6 @@ from services.control import (
     ScaleError,
     check_actor_count,
 )
-from services.registry import resolve_run
 
 BAD_COUNTS = [0, -1, MAX_ACTORS + 1, True, False, "3", 2.0, None, [3]]
 
@@ -46,11 +50,6 @@ def test_check_actor_count_rejects_the_rest_naming_the_range(actors):
     assert str(err.value) == expected
 
 
-def test_scale_error_is_a_value_error_and_run_not_found_reads_plainly():
-    assert issubclass(ScaleError, ValueError)
-    assert str(RunNotFound("no run 'x' here")) == "no run 'x' here"  # not quoted like KeyError
-
-
 def test_a_new_run_is_starting_with_its_actor_count_and_every_figure_listed():
     status = _control(actors=3).status()
     assert status["run"] == "cart-20261123-124812"
@@ -60,7 +59,6 @@ def test_a_new_run_is_starting_with_its_actor_count_and_every_figure_listed():
     figures = status["metrics"]
     assert list(figures) == list(STATUS_METRICS)
     assert figures[M.ACTORS_TARGET] == 3
-    assert figures[M.UPTIME] >= 0
     assert figures[M.FRAMES] is None and figures[M.EVAL_RETURN] is None
 
 
@@ -158,7 +156,7 @@ def test_non_finite_figures_read_as_none():
 def test_uptime_is_measured_by_the_control_point_not_reported(monkeypatch):
     control = _control()
     control.report({M.UPTIME: 1e9})
-    monkeypatch.setattr("services.control.time.time", lambda: control.started + 12.5)
+    monkeypatch.setattr("services.control.run_control.time.time", lambda: control.started + 12.5)
     assert control.status()["metrics"][M.UPTIME] == 12.5
 
 
@@ -260,11 +258,6 @@ def test_scale_needs_an_actor_count(capsys):
     assert "--actors" in err
 
 
-def test_scale_parses_a_good_actor_count():
-    args = cli.build_parser().parse_args(["scale", "cartpole", "--actors", "4"])
-    assert (args.run, args.actors, args.address) == ("cartpole", 4, None)
-
-
 @pytest.mark.parametrize("interval", ["0", "-1", "nan"])
 def test_metrics_rejects_a_non_positive_interval(interval, capsys):
     code, err = _exit_code(["metrics", "--watch", "--interval", interval], capsys)
@@ -277,6 +270,89 @@ def test_serve_rejects_a_bad_port(port, capsys):
     code, err = _exit_code(["serve", "--port", port], capsys)
     assert code == 2
     assert "--port" in err
+
+
+# --- troupe scale on a fake cluster: what the command does, and how it fails -------------------
+
+
+class _Method:
+    """A Ray actor method called in place: `.remote()` answers a thunk the patched `ray.get`
+    runs, so an error the run raises comes out of `ray.get`, as from a real actor."""
+
+    def __init__(self, method) -> None:
+        self.method = method
+
+    def remote(self, *args):
+        return lambda: self.method(*args)
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    """Two runs (real `RunControl`s) behind troupe's registry, with Ray's calls faked: no Ray.
+    `joined` records the address each command joined."""
+    from services.cluster import connection
+    from services.control import registry
+
+    controls = {}
+    for run_id in ("cartpole-20261123-124812", "lunar-20261123-130000"):
+        control = RunControl(run_id, run_id.split("-")[0], f"/runs/{run_id}", 2)
+        control.report({M.ACTORS_LIVE: 2, M.ACTORS_PENDING: 0})
+        controls[run_id] = control
+    joined: list[str | None] = []
+
+    @contextlib.contextmanager
+    def joining(address=None):
+        joined.append(address)
+        yield
+
+    def get_actor(name, namespace=None):
+        assert namespace == registry.NAMESPACE
+        control = controls[name]
+        return SimpleNamespace(scale=_Method(control.scale), status=_Method(control.status))
+
+    monkeypatch.setattr(connection, "cluster_connection", joining)
+    monkeypatch.setattr(registry, "list_runs", lambda: sorted(controls))
+    monkeypatch.setattr(registry.ray, "get_actor", get_actor)
+    monkeypatch.setattr(registry.ray, "get", lambda ref, timeout=None: ref())
+    return SimpleNamespace(controls=controls, joined=joined)
+
+
+def test_troupe_scale_sets_the_named_runs_target_on_the_given_cluster(cluster, capsys):
+    argv = ["scale", "lunar", "--actors", "4", "--address", "10.0.0.1:6379"]
+    assert cli.main(argv) == 0
+    assert cluster.joined == ["10.0.0.1:6379"]
+    assert cluster.controls["lunar-20261123-130000"].report({}) == 4
+    assert cluster.controls["cartpole-20261123-124812"].report({}) == 2  # the other run
+    assert capsys.readouterr().out == (
+        "troupe: run lunar-20261123-130000 now wants 4 rollout actors (live 2, pending 0 at the "
+        "last update; it applies the change before its next update)\n"
+    )
+
+
+def test_troupe_scale_of_an_ended_run_exits_2_with_the_runs_reason(cluster, capsys):
+    control = cluster.controls["lunar-20261123-130000"]
+    control.report({}, "finished")
+    assert cli.main(["scale", "lunar", "--actors", "4"]) == 2
+    assert capsys.readouterr().err == (
+        "troupe: run lunar-20261123-130000 has finished; there is nothing to scale\n"
+    )
+    assert control.status()["metrics"][M.ACTORS_TARGET] == 2
+
+
+def test_troupe_scale_of_an_unknown_run_exits_2_listing_the_runs_unquoted(cluster, capsys):
+    assert cli.main(["scale", "lunar-2026", "--actors", "4"]) == 2
+    assert capsys.readouterr().err == (
+        "troupe: no run 'lunar-2026' on this cluster "
+        "(running: cartpole-20261123-124812, lunar-20261123-130000)\n"
+    )
+    assert all(c.report({}) == 2 for c in cluster.controls.values())
+
+
+@pytest.mark.parametrize("command", [["scale", "cartpole", "--actors", "2"], ["metrics"]])
+def test_cluster_commands_refuse_a_job_api_address_before_joining(command, capsys):
+    assert cli.main([*command, "--address", "http://127.0.0.1:8265"]) == 2
+    err = capsys.readouterr().err
+    assert "'http://127.0.0.1:8265' is a job API address" in err and "HOST:6379" in err
 
 
 # --- jobs: the entrypoint and checks before anything is sent ------------------------------------
@@ -434,20 +510,38 @@ def test_the_job_passes_on_what_training_returns(captured_train, monkeypatch):
     assert job.main([]) == 1
 
 
-def test_a_long_lived_client_notices_its_cluster_gone():
-    """`troupe serve` stops once the GCS refuses connections a few times in a row (`ray stop`,
-    `ray down`), not while it answers."""
-    import socket
-    import threading
+def test_a_long_lived_client_stops_after_misses_in_a_row_only(monkeypatch):
+    """`troupe serve` stops once the GCS refuses `misses` connections in a row (`ray stop`,
+    `ray down`); an answer in between starts the count again. Checks scripted: no timing."""
+    from services.cluster import connection
 
-    from services.cluster import watch_gcs
+    script = [True, False, False, True, False, False, False]  # up, 2 misses, up, 3 misses
+    checks: list[bool] = []
+
+    def check(address, timeout_s):
+        assert address == "10.0.0.1:6379"
+        up = script[len(checks)]  # checked again after the third miss: IndexError, no call
+        checks.append(up)
+        if not up:
+            raise ConnectionError("refused")
+
+    monkeypatch.setattr(connection, "_check_reachable", check)
+    gone_after: list[int] = []
+    watcher = connection.watch_gcs(
+        "10.0.0.1:6379", lambda: gone_after.append(len(checks)), every_s=0, misses=3
+    )
+    watcher.join(10)
+    assert not watcher.is_alive()
+    assert gone_after == [len(script)]
+
+
+def test_the_reachability_check_names_an_address_nobody_listens_on():
+    from services.cluster.connection import _check_reachable
 
     listener = socket.create_server(("127.0.0.1", 0))
     address = f"127.0.0.1:{listener.getsockname()[1]}"
-    gone = threading.Event()
-    watcher = watch_gcs(address, gone.set, every_s=0.05, misses=3)
-    assert not gone.wait(0.5)  # up: 10 checks passed
-    listener.close()
-    assert gone.wait(5)
-    watcher.join(5)
-    assert not watcher.is_alive()
+    with listener:
+        _check_reachable(address)
+    with pytest.raises(ConnectionError, match=f"cannot connect to the Ray cluster at '{address}'"):
+        _check_reachable(address)
+    _check_reachable("auto")  # forms other than HOST:PORT are left to Ray

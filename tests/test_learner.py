@@ -9,36 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from actors.config import ActorConfig, EnvConfig
+from actors.config import EnvConfig
 from actors.envs import env_spaces
-from actors.rollout import RolloutWorker
 from learner import metrics as M
 from learner.config import LearnerConfig, ModelConfig
-from learner.learner import Learner, _Batch
-from tests.test_segment import make_segment
+from learner.learner import Learner, _Batch, resolve_device
+from tests.conftest import make_segment, sample_segments
 
 SPACES = env_spaces(EnvConfig())
-
-
-def _segments(learner, n=2, t=8, b=4, **env):
-    workers = [
-        RolloutWorker(
-            EnvConfig(**env),
-            ActorConfig(envs_per_actor=b, segment_length=t),
-            learner.config.model,
-            i,
-        )
-        for i in range(n)
-    ]
-    weights = learner.get_weights()
-    return [w.sample(weights) for w in workers]
 
 
 def test_update_advances_the_version_and_changes_weights():
     learner = Learner(LearnerConfig(), *SPACES)
     before = learner.get_weights()
     assert learner.get_weights() is before  # copied once per version
-    stats = learner.update(_segments(learner))
+    stats = learner.update(sample_segments(learner))
     after = learner.get_weights()
     assert after.version == stats[M.POLICY_VERSION] == 1
     assert any(not np.array_equal(before.params[k], after.params[k]) for k in before.params)
@@ -52,7 +37,7 @@ def test_repeated_updates_fit_the_value_of_a_fixed_batch(optimizer):
     # The same batch 200 times: its policy falls 200 versions behind, so no lag limit.
     config = LearnerConfig(optimizer=optimizer, lr=3e-3, gamma=0.9, max_policy_lag=0)
     learner = Learner(config, *SPACES)
-    segments = _segments(learner)
+    segments = sample_segments(learner)
     first = learner.update(segments)[M.LOSS_VALUE]
     for _ in range(200):
         last = learner.update(segments)[M.LOSS_VALUE]
@@ -61,7 +46,7 @@ def test_repeated_updates_fit_the_value_of_a_fixed_batch(optimizer):
 
 def test_nonfinite_loss_skips_the_step():
     learner = Learner(LearnerConfig(), *SPACES)
-    segments = _segments(learner)
+    segments = sample_segments(learner)
     with torch.no_grad():
         learner.model.value_head.bias.fill_(float("nan"))
     stats = learner.update(segments)
@@ -73,7 +58,7 @@ def test_nonfinite_loss_skips_the_step():
 def test_a_batch_of_reset_steps_only_is_skipped_not_fatal():
     # T=1 with one env: right after an episode ends, the segment is one NEXT_STEP reset step.
     learner = Learner(LearnerConfig(), *SPACES)
-    seg = _segments(learner, n=1, t=1, b=1)[0]
+    seg = sample_segments(learner, n=1, t=1, b=1)[0]
     reset_only = seg.replace(
         valid=np.zeros((1, 1), bool),
         rewards=np.zeros((1, 1), np.float32),
@@ -88,8 +73,8 @@ def test_a_batch_of_reset_steps_only_is_skipped_not_fatal():
 
 def test_a_segment_of_another_length_is_left_out():
     learner = Learner(LearnerConfig(), *SPACES)
-    a = _segments(learner, n=1, t=4)[0]
-    b = _segments(learner, n=1, t=5)[0].replace(actor_id=7)
+    a = sample_segments(learner, n=1, t=4)[0]
+    b = sample_segments(learner, n=1, t=5)[0].replace(actor_id=7)
     stats = learner.update([a, b])
     assert stats[M.REJECTIONS] == [
         "segment from actor 7: length T=5; this update's segments share T=4"
@@ -132,7 +117,7 @@ def _broken(seg, how: str):
 )
 def test_a_malformed_segment_is_left_out_naming_the_actor_and_the_learner_carries_on(how, message):
     learner = Learner(LearnerConfig(), *SPACES)
-    good, bad = _segments(learner, n=2)
+    good, bad = sample_segments(learner, n=2)
     bad = _broken(bad.replace(actor_id=1), how)
     before = {k: v.copy() for k, v in learner.get_weights().params.items()}
     stats = learner.update([good, bad])
@@ -147,13 +132,13 @@ def test_a_malformed_segment_is_left_out_naming_the_actor_and_the_learner_carrie
 
 def test_with_every_segment_malformed_the_weights_stay():
     learner = Learner(LearnerConfig(), *SPACES)
-    segments = [_broken(s, "nan obs") for s in _segments(learner, n=2)]
+    segments = [_broken(s, "nan obs") for s in sample_segments(learner, n=2)]
     before = learner.get_weights()
     stats = learner.update(segments)
     assert len(stats[M.REJECTIONS]) == 2 and stats[M.SEGMENTS_REJECTED] == 2
     assert stats[M.BATCH_FRAMES] == 0 and math.isnan(stats[M.LOSS_TOTAL])
     assert learner.version == 0 and learner.get_weights() is before
-    assert learner.update(_segments(learner))[M.SEGMENTS_REJECTED] == 2  # cumulative
+    assert learner.update(sample_segments(learner))[M.SEGMENTS_REJECTED] == 2  # cumulative
 
 
 def test_collate_reindexes_final_observations():
@@ -172,7 +157,7 @@ def test_reset_steps_do_not_affect_the_update():
     # What happens at NEXT_STEP reset steps (action ignored by the env) must not matter.
     cfg = LearnerConfig(model=ModelConfig(hidden_sizes=(16,)))
     env = {"vectorization": "native", "kwargs": {"max_episode_steps": 5}}
-    seg = _segments(Learner(cfg, *SPACES), n=1, t=12, b=4, **env)[0]
+    seg = sample_segments(Learner(cfg, *SPACES), n=1, t=12, b=4, **env)[0]
     assert (~seg.valid).any()
     actions = seg.actions.copy()
     actions[~seg.valid] = 1 - actions[~seg.valid]
@@ -196,9 +181,9 @@ def test_unsupported_spaces_are_named():
         Learner(LearnerConfig(), gym.spaces.Discrete(3), SPACES[1])
 
 
-def test_cuda_device_without_cuda_is_a_clear_error():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA; the error path needs a machine without it")
+def test_cuda_device_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only node
+    assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(RuntimeError, match="learner.device='cuda'"):
         Learner(LearnerConfig(device="cuda"), *SPACES)
 
@@ -207,7 +192,7 @@ def test_a_learner_restored_from_its_state_continues_exactly(tmp_path):
     config = LearnerConfig(optimizer="adam")
     a = Learner(config, *SPACES, seed=1)
     for _ in range(3):
-        a.update(_segments(a))
+        a.update(sample_segments(a))
     path = tmp_path / "state.pt"
     torch.save(a.state(), path)
     b = Learner(config, *SPACES, seed=99)  # different init: everything must come from the state
@@ -215,7 +200,7 @@ def test_a_learner_restored_from_its_state_continues_exactly(tmp_path):
     assert b.version == a.version == 3
     for k, v in a.get_weights().params.items():
         np.testing.assert_array_equal(v, b.get_weights().params[k])
-    batch = _segments(a)
+    batch = sample_segments(a)
     stats_a, stats_b = a.update(batch), b.update(batch)  # the optimiser moments came along
     assert stats_a[M.LOSS_TOTAL] == stats_b[M.LOSS_TOTAL]
     for k, v in a.get_weights().params.items():
@@ -224,10 +209,10 @@ def test_a_learner_restored_from_its_state_continues_exactly(tmp_path):
 
 def test_segments_too_far_behind_are_left_out_and_counted():
     learner = Learner(LearnerConfig(max_policy_lag=2), *SPACES)
-    old = _segments(learner, n=1)[0]  # sampled with version 0
+    old = sample_segments(learner, n=1)[0]  # sampled with version 0
     for _ in range(3):
-        learner.update(_segments(learner, n=1))
-    fresh = _segments(learner, n=1)[0]
+        learner.update(sample_segments(learner, n=1))
+    fresh = sample_segments(learner, n=1)[0]
     stats = learner.update([old, fresh])
     assert (stats[M.STALE_SEGMENTS], stats[M.POLICY_LAG_MAX]) == (1, 3)
     assert stats[M.POLICY_LAG_MEAN] == 1.5
@@ -239,7 +224,7 @@ def test_segments_too_far_behind_are_left_out_and_counted():
 
 def test_vtrace_on_policy_takes_the_same_step_as_nstep_returns():
     plain, corrected = (Learner(LearnerConfig(vtrace=v), *SPACES, seed=3) for v in (False, True))
-    segments = _segments(plain)
+    segments = sample_segments(plain)
     a, b = plain.update(segments), corrected.update(segments)
     assert b[M.RHO_MEAN] == pytest.approx(1.0, abs=1e-5)
     for key in (M.LOSS_POLICY, M.LOSS_VALUE, M.ENTROPY):
@@ -250,10 +235,119 @@ def test_vtrace_on_policy_takes_the_same_step_as_nstep_returns():
 
 def test_vtrace_weights_off_policy_segments():
     learner = Learner(LearnerConfig(vtrace=True, lr=1e-2, max_policy_lag=0), *SPACES)
-    old = _segments(learner)
+    old = sample_segments(learner)
     for _ in range(20):
-        learner.update(_segments(learner))
+        learner.update(sample_segments(learner))
+    # The weights, recomputed in numpy from the current policy's probabilities of the actions
+    # the version-0 policy took: min(1, pi / mu) over the valid steps.
+    obs = np.concatenate([s.obs[:-1] for s in old], axis=1)
+    with torch.no_grad():
+        logits = learner.model(torch.from_numpy(obs.reshape(-1, 4)))[0].double().numpy()
+    actions = np.concatenate([s.actions for s in old], axis=1).reshape(-1)
+    pi = np.exp(logits - logits.max(1, keepdims=True))
+    pi = (pi / pi.sum(1, keepdims=True))[np.arange(len(actions)), actions]
+    mu = np.exp(np.concatenate([s.behaviour_logp for s in old], axis=1).reshape(-1))
+    valid = np.concatenate([s.valid for s in old], axis=1).reshape(-1)
+    rhos = np.minimum(1.0, pi / mu)[valid]
     stats = learner.update(old)  # behaviour policy: version 0; learner: version 20
     assert stats[M.POLICY_LAG_MAX] == 20
-    assert 0.0 < stats[M.RHO_MEAN] < 1.0  # truncated at rho_bar = 1, below it where pi < mu
+    assert rhos.min() < 0.99  # the policies differ, so some weights are cut below 1
+    assert stats[M.RHO_MEAN] == pytest.approx(rhos.mean(), rel=1e-5)
     assert np.isfinite(stats[M.LOSS_POLICY])
+
+
+def _blank_learner(**config) -> Learner:
+    """A learner whose heads read nothing of the state: V(s) = 1 everywhere (final
+    observations included) and a uniform policy over CartPole's 2 actions, so its targets and
+    losses can be worked out by hand."""
+    learner = Learner(LearnerConfig(gamma=0.5, **config), *SPACES)
+    with torch.no_grad():
+        for head in (learner.model.policy_head, learner.model.value_head):
+            head.weight.zero_()
+            head.bias.zero_()
+        learner.model.value_head.bias.fill_(1.0)
+    return learner
+
+
+def _hand_segment(**changes):
+    """make_segment's [T=4, B=3] batch on CartPole's observations: rewards of 1, env 0
+    terminated at t=2, env 2 truncated at t=1, behaviour log-probs -0.69."""
+    return make_segment(obs_dim=4).replace(policy_version=0, **changes)
+
+
+# Advantages of `_hand_segment` under `_blank_learner` (V = 1, gamma = 0.5), [T, B]. n-step:
+# R - 1, the return bootstrapping 0 after the termination, V(final obs) = 1 after the
+# truncation and V(s_T) = 1 at the segment's end.
+_NSTEP_ADVANTAGES = [[0.75, 0.9375, 0.75], [0.5, 0.875, 0.5], [0.0, 0.75, 0.75], [0.5, 0.5, 0.5]]
+# GAE, lambda = 0.5: the TD errors are 0.5 but 0 at the termination, summed with weight
+# gamma * lambda = 0.25 to the episode's or the segment's end.
+_GAE_ADVANTAGES = [
+    [0.625, 0.6640625, 0.625],
+    [0.5, 0.65625, 0.5],
+    [0.0, 0.625, 0.625],
+    [0.5, 0.5, 0.5],
+]
+
+
+@pytest.mark.parametrize(
+    ("gae_lambda", "advantages"),
+    [(1.0, _NSTEP_ADVANTAGES), (0.5, _GAE_ADVANTAGES)],
+    ids=["nstep", "gae"],
+)
+def test_losses_of_a_hand_computed_batch(gae_lambda, advantages):
+    learner = _blank_learner(gae_lambda=gae_lambda, entropy_coef=0.1)
+    stats = learner.update([_hand_segment()])
+    adv = np.array(advantages)  # and the value targets are adv + 1
+    log2 = np.log(2.0)  # -log pi(a|s) of every action, and the entropy
+    assert stats[M.ADVANTAGE_MEAN] == pytest.approx(adv.mean())
+    assert stats[M.VALUE_MEAN] == pytest.approx(1.0) and stats[M.RHO_MEAN] == 1.0
+    assert stats[M.LOSS_VALUE] == pytest.approx((adv**2).mean())
+    assert stats[M.LOSS_POLICY] == pytest.approx(log2 * adv.mean())
+    assert stats[M.ENTROPY] == pytest.approx(log2)
+    assert stats[M.LOSS_ENTROPY] == pytest.approx(-0.1 * log2)
+    total = log2 * adv.mean() + 0.5 * (adv**2).mean() - 0.1 * log2
+    assert stats[M.LOSS_TOTAL] == pytest.approx(total)
+    assert learner.version == 1
+
+
+def test_vtrace_weighs_by_the_current_over_the_behaviour_probability():
+    # Behaviour probability 0.8, current 0.5 (uniform): every weight is 0.625 (< rho_bar).
+    learner = _blank_learner(vtrace=True)
+    stats = learner.update([_hand_segment(behaviour_logp=np.full((4, 3), np.log(0.8), np.float32))])
+    assert stats[M.RHO_MEAN] == pytest.approx(0.625, rel=1e-6)
+
+
+def test_rewards_are_clipped_then_scaled():
+    # Rewards of 2: clipped to 1, then scaled by 0.5, they train as rewards of 0.5 do.
+    def stats(rewards, **config):
+        learner = _blank_learner(**config)
+        return learner.update([_hand_segment(rewards=np.full((4, 3), rewards, np.float32))])
+
+    clipped = stats(2.0, clip_rewards=True, reward_scale=0.5)
+    halves = stats(0.5)
+    for key in (M.ADVANTAGE_MEAN, M.LOSS_VALUE, M.LOSS_POLICY):
+        assert clipped[key] == halves[key]
+    assert stats(2.0, reward_scale=0.5)[M.ADVANTAGE_MEAN] != halves[M.ADVANTAGE_MEAN]
+
+
+def test_normalized_advantages_are_reported_before_normalising():
+    learner = _blank_learner(normalize_advantages=True)
+    stats = learner.update([_hand_segment()])
+    assert stats[M.ADVANTAGE_MEAN] == pytest.approx(np.mean(_NSTEP_ADVANTAGES))
+    # Standardised advantages have mean 0, so the policy loss log 2 * mean(A) is 0.
+    assert stats[M.LOSS_POLICY] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_stats_list_the_batch_episodes_and_frames():
+    learner = Learner(LearnerConfig(), *SPACES)
+    b = make_segment(obs_dim=4, b=2, truncate=()).replace(
+        policy_version=0,
+        episode_returns=np.array([9.5, 2.0], np.float32),
+        episode_lengths=np.array([7, 2], np.int64),
+    )
+    stats = learner.update([_hand_segment(), b])
+    assert stats[M.EPISODE_RETURN] == [3.0, 9.5, 2.0]
+    assert stats[M.EPISODE_LENGTH] == [3, 7, 2]
+    assert all(type(x) is int for x in stats[M.EPISODE_LENGTH])
+    assert stats[M.BATCH_FRAMES] == 4 * 3 + 4 * 2
+    assert stats[M.TRANSFER_TIME] + stats[M.COMPUTE_TIME] <= stats[M.UPDATE_TIME]

@@ -40,6 +40,8 @@ def test_numpy_mlp_computes_what_the_torch_model_does(model, actions):
     if net.obs_norm is not None:  # statistics far from the identity, so they matter
         net.obs_norm.update(torch.from_numpy(rng.normal(3.0, 4.0, (256, 5))))
     obs = rng.normal(2.0, 5.0, (64, 5)).astype(np.float32)
+    if net.obs_norm is not None:
+        obs[:4] *= 100.0  # far outside the statistics: normalised, they are clipped
     policy = policy_network(model, VECTOR, actions)
     assert isinstance(policy, NumpyMLP)
     policy.load(state_to_numpy(net))
@@ -65,6 +67,7 @@ def test_pixels_take_the_torch_network():
     np.testing.assert_allclose(policy.outputs(policy.features(obs)), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.subprocess
 def test_an_mlp_actor_never_imports_torch(tmp_path):
     """What buys its process seconds at start-up: Ray actors with an MLP policy run in
     numpy. A fresh interpreter builds a rollout worker and samples a segment."""
@@ -86,6 +89,7 @@ def test_an_mlp_actor_never_imports_torch(tmp_path):
             EnvConfig(id="CartPole-v1"), ActorConfig(envs_per_actor=4, segment_length=8),
             ModelConfig(), actor_id=0, seed=0,
         )
+        assert actor.ready() is True
         segment, frames = actor.sample(weights)
         segment.validate()
         assert frames == 32 and segment.policy_version == 3

@@ -119,6 +119,7 @@ def test_state_of_another_model_or_optimizer_is_refused():
         Optimizer(model.parameters(), "sgd", lr=1e-3, eps=1e-5)
 
 
+@pytest.mark.subprocess
 def test_a_learner_never_imports_torch_dynamo():
     """torch.optim.Optimizer's methods would (about 2 s at every learner start)."""
     script = textwrap.dedent(
@@ -128,11 +129,11 @@ def test_a_learner_never_imports_torch_dynamo():
         from actors.envs import env_spaces
         from learner.config import LearnerConfig
         from learner.learner import Learner
-        from tests.test_learner import _segments
+        from tests.conftest import sample_segments
         learner = Learner(LearnerConfig(), *env_spaces(EnvConfig()))
-        learner.update(_segments(learner))
+        learner.update(sample_segments(learner))
         learner.load_state(learner.state())
-        learner.update(_segments(learner))
+        learner.update(sample_segments(learner))
         assert learner.version == 2
         assert "torch._dynamo" not in sys.modules, "the learner imported torch._dynamo"
         """

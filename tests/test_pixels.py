@@ -134,8 +134,12 @@ def test_evaluation_feeds_pixels_as_uint8(monkeypatch):
 
     monkeypatch.setattr(NatureCNN, "forward", spy)
     config = EnvConfig(**{**PONG.__dict__, "kwargs": {**PONG.kwargs, "frameskip": 32}})
-    returns = evaluate(config, learner.config.model, learner.get_weights(), episodes=1)
-    assert set(seen) == {torch.uint8} and -21 <= returns[0] <= 21
+    returns = evaluate(config, learner.config.model, learner.get_weights(), episodes=1, seed=3)
+    assert set(seen) == {torch.uint8}
+    # A whole game, scored as Pong scores (whole points), and the same again on its seed.
+    assert returns[0].is_integer() and -21 <= returns[0] <= 21
+    again = evaluate(config, learner.config.model, learner.get_weights(), episodes=1, seed=3)
+    assert np.array_equal(again, returns)
 
 
 def _segment(rewards: np.ndarray) -> Segment:

@@ -18,13 +18,8 @@ from actors.remote import spawn_rollout_actors
 from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.remote import spawn_learner
-from services.async_a2c import AsyncA2C
-from services.checkpoint import Checkpoints
 from services.config import load_config
-from services.control import RunConflict, RunNotFound, ScaleError
-from services.fleet import START_TRIES, ActorFleet
-from services.keeper import LearnerFailed
-from services.registry import (
+from services.control.registry import (
     RunLink,
     find_run,
     list_runs,
@@ -33,10 +28,15 @@ from services.registry import (
     scale_run,
     spawn_control,
 )
-from services.rounds import ActorFailures, Rounds
-from services.rundir import RunDir
-from services.sync_a2c import SyncA2C
-from tests.envs import CRASHING_ID, EXPLODING_ID, SLOW_ID
+from services.control.run_control import RunConflict, RunNotFound, ScaleError
+from services.runs.checkpoints import Checkpoints
+from services.runs.rundir import RunDir
+from services.training import train
+from services.training.counters import Counters
+from services.training.fleet import START_TRIES, ActorFleet
+from services.training.learner_keeper import LearnerFailed
+from services.training.sampling import ActorFailures, Sampler
+from tests.envs import CRASHING_ID, EXPLODING_ID, HELD_ID
 
 pytestmark = pytest.mark.ray
 
@@ -114,9 +114,9 @@ def test_one_weights_object_per_version_serves_every_actor(ray_cluster):
 
     weights_ref = ray.put("weights v1")
     handles = [Handle() for _ in range(3)]
-    rounds = Rounds(load_config(None).train, fleet=None)
-    segments, failure = rounds.sample(list(enumerate(handles)), weights_ref)
-    assert failure is None and ray.get(segments) == ["segment"] * 3
+    sampler = Sampler(load_config(None).train, fleet=None, counters=Counters())
+    segments = sampler.round(list(enumerate(handles)), weights_ref)
+    assert sampler.failure is None and ray.get(segments) == ["segment"] * 3
     assert all(len(h.given) == 1 and h.given[0] is weights_ref for h in handles)
 
 
@@ -139,10 +139,11 @@ def test_sync_a2c_writes_a_run_directory(ray_cluster, tmp_path):
     config = _small_config(tmp_path)
     run = RunDir.create(tmp_path, config.name)
     seen = []
-    result = SyncA2C(config, run, on_update=seen.append).run()
+    result = train(config, run, on_update=seen.append)
     assert result.frames == 640 and result.updates == 10
     lines = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
     assert lines == seen
+    assert all(set(x) <= set(M.TABLE) for x in lines)  # every figure declared once
     assert [x[M.POLICY_VERSION] for x in lines] == list(range(1, 11))
     assert [x[M.FRAMES] for x in lines] == [64 * i for i in range(1, 11)]
     assert all(x[M.FPS] > 0 for x in lines)
@@ -163,7 +164,7 @@ def test_learner_asks_for_a_gpu_only_when_it_can_use_one(ray_cluster):
 
 
 class _Idle:
-    def policy_version(self) -> int:
+    def ready(self) -> int:
         return 0
 
 
@@ -201,7 +202,7 @@ class _StartsSlowly:
                 out.write(str(os.getpid()))
             time.sleep(60)
 
-    def policy_version(self) -> int:
+    def ready(self) -> int:
         return 0
 
 
@@ -228,7 +229,8 @@ def test_fleet_starts_again_an_actor_lost_before_it_came_up(ray_cluster, tmp_pat
             assert time.monotonic() < deadline, "no actor came up in the lost one's place"
             fleet.poll(timeout_s=1.0)
         assert sorted(fleet.live) == [1]
-        assert (fleet.restarts, fleet.failed_starts, fleet.pending) == (1, 0, 0)
+        counted = fleet.counters
+        assert (counted.actor_restarts, counted.actor_start_failures, fleet.pending) == (1, 0, 0)
     finally:
         fleet.shutdown()
 
@@ -240,7 +242,9 @@ def test_fleet_starts_again_an_actor_lost_before_it_came_up(ray_cluster, tmp_pat
         while broken.pending:
             assert time.monotonic() < deadline
             broken.poll(timeout_s=1.0)
-        assert (sorted(broken.live), broken.failed_starts, broken.restarts) == ([0], 1, 0)
+        counted = broken.counters
+        assert sorted(broken.live) == [0]
+        assert (counted.actor_start_failures, counted.actor_restarts) == (1, 0)
     finally:
         broken.shutdown()
 
@@ -254,11 +258,13 @@ def test_fleet_gives_up_a_slot_whose_actors_keep_dying_at_start(ray_cluster, tmp
             for _ in range(START_TRIES):
                 _kill_when_started(tmp_path, 0)
                 (tmp_path / "0.pid").unlink()
-                tried, deadline = fleet.restarts, time.monotonic() + 60
-                while fleet.restarts == tried:
+                tried, deadline = fleet.counters.actor_restarts, time.monotonic() + 60
+                while fleet.counters.actor_restarts == tried:
                     assert time.monotonic() < deadline
                     fleet.poll(timeout_s=0.5)
-        assert (fleet.restarts, fleet.failed_starts, fleet.size) == (START_TRIES - 1, 1, 0)
+        counted = fleet.counters
+        assert (counted.actor_restarts, counted.actor_start_failures) == (START_TRIES - 1, 1)
+        assert fleet.size == 0
     finally:
         fleet.shutdown()
 
@@ -310,7 +316,7 @@ class _Flaky:
         if actor_id in broken:
             raise RuntimeError(f"env of actor {actor_id} is broken")
 
-    def policy_version(self) -> int:
+    def ready(self) -> int:
         return 0
 
 
@@ -322,7 +328,7 @@ def test_an_actor_that_fails_to_start_is_left_out_and_counted(ray_cluster):
         while fleet.pending:
             fleet.poll(timeout_s=1.0)
             assert time.monotonic() < deadline
-        assert sorted(fleet.live) == [0, 2] and fleet.failed_starts == 1
+        assert sorted(fleet.live) == [0, 2] and fleet.counters.actor_start_failures == 1
     finally:
         fleet.shutdown()
 
@@ -358,7 +364,7 @@ def test_a_crashing_env_costs_one_segment_and_is_rebuilt_in_its_actor(ray_cluste
     marker = tmp_path / "crashed"
     config = _crash_config(tmp_path, f"{{crash_at: 30, marker: {marker}}}", total_frames=400)
     run = RunDir.create(tmp_path, config.name)
-    result = SyncA2C(config, run).run()
+    result = train(config, run)
     assert marker.exists(), "the fault was never injected"
     lines = run.read_metrics()
     last = lines[-1]
@@ -373,7 +379,7 @@ def test_a_crashing_env_costs_one_segment_and_is_rebuilt_in_its_actor(ray_cluste
 def test_an_env_that_always_crashes_ends_the_run_naming_the_error(ray_cluster, tmp_path):
     config = _crash_config(tmp_path, "{crash_at: 3}", total_frames=10_000, max_actor_failures=2)
     with pytest.raises(ActorFailures, match="malformed segments in 3 rounds in a row") as err:
-        SyncA2C(config, RunDir.create(tmp_path, config.name)).run()
+        train(config, RunDir.create(tmp_path, config.name))
     assert f"env {CRASHING_ID} raised in actor" in str(err.value)
     assert "RuntimeError: injected env crash at step 3" in str(err.value)  # the traceback
     assert not ray.util.list_named_actors(all_namespaces=True)
@@ -382,14 +388,13 @@ def test_an_env_that_always_crashes_ends_the_run_naming_the_error(ray_cluster, t
 def test_a_dead_learner_restarts_from_the_latest_checkpoint(ray_cluster, tmp_path):
     config = _small_config(tmp_path, "checkpoint.every_updates=3")
     run = RunDir.create(tmp_path, config.name)
-    trainer = SyncA2C(config, run)
 
     def kill_the_learner(record):
         if record[M.UPDATES] == 5:
-            ray.kill(trainer.keeper.handle)
+            (pid,) = _actor_pids("ray::LearnerActor")
+            os.kill(pid, signal.SIGKILL)
 
-    trainer.on_update = kill_the_learner
-    result = trainer.run()
+    result = train(config, run, on_update=kill_the_learner)
     lines = run.read_metrics()
     # Updates 4 and 5 are lost with the learner; it comes back at ckpt-3 (version 3).
     assert [x[M.POLICY_VERSION] for x in lines][:7] == [1, 2, 3, 4, 5, 4, 5]
@@ -407,7 +412,7 @@ def test_non_finite_updates_roll_back_then_end_the_run(ray_cluster, tmp_path):
     )
     run = RunDir.create(tmp_path, config.name)
     with pytest.raises(LearnerFailed, match="2 non-finite updates in a row .* again after a"):
-        SyncA2C(config, run).run()
+        train(config, run)
     lines = run.read_metrics()
     assert lines[-1][M.ROLLBACKS] == 1
     assert lines[0][M.SKIPPED_UPDATES] == 0 and max(x[M.SKIPPED_UPDATES] for x in lines) >= 1
@@ -428,28 +433,26 @@ def test_checkpoint_storage_going_away_does_not_stop_training(
         f"checkpoint.storage_options={{endpoint_url: '{s3_bucket['options']['endpoint_url']}'}}",
     )
     run = RunDir.create(tmp_path, config.name)
-    trainer = SyncA2C(config, run)
 
     def delete_the_bucket(record):
         if record[M.UPDATES] == 3:
             s3.rm(s3_bucket["url"], recursive=True)
 
-    trainer.on_update = delete_the_bucket
-    result = trainer.run()
+    result = train(config, run, on_update=delete_the_bucket)
     assert result.frames >= config.train.total_frames
     assert run.read_metrics()[-1][M.UPDATES] > 4
     assert f"checkpoint to {s3_bucket['url']}/{run.path.name} failed" in caplog.text
 
 
-def _rollout_actor_pids() -> list[int]:
-    """Processes of live rollout actors, found as an operator would, by Ray's process title;
-    only those of the test session's own Ray (they descend from this process)."""
+def _actor_pids(title: str = "ray::RolloutActor") -> list[int]:
+    """Processes of live actors of a class, found as an operator would, by Ray's process
+    title; only those of the test session's own Ray (they descend from this process)."""
     import psutil
 
     pids = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if proc.cmdline()[0].startswith("ray::RolloutActor"):
+            if proc.cmdline()[0].startswith(title):
                 pids.append(proc.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
             continue
@@ -461,17 +464,15 @@ def test_an_actor_process_killed_mid_run_is_replaced_without_a_stall(ray_cluster
     actor, a replacement starts, and no update waits anywhere near train.sample_timeout_s."""
     config = _small_config(tmp_path, "train.total_frames=1280", "train.sample_timeout_s=20")
     run = RunDir.create(tmp_path, config.name)
-    trainer = SyncA2C(config, run)
     killed = []
 
     def kill_an_actor(record):
         if record[M.UPDATES] == 3:
-            (pid, *_) = _rollout_actor_pids()
+            (pid, *_) = _actor_pids()
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    trainer.on_update = kill_an_actor
-    result = trainer.run()
+    result = train(config, run, on_update=kill_an_actor)
     assert killed, "the fault was never injected"
     lines = run.read_metrics()
     last = lines[-1]
@@ -481,19 +482,17 @@ def test_an_actor_process_killed_mid_run_is_replaced_without_a_stall(ray_cluster
     assert gaps.max() < config.train.sample_timeout_s / 2, gaps  # found dead, not timed out
 
 
-def test_async_mode_does_not_wait_for_a_slow_actor(ray_cluster, tmp_path):
-    """One actor steps 0.1 s per step, two are fast. Async updates go on with the fast ones
-    (their segments lag a few versions); the slow actor's segments arrive tens of versions
-    behind, past learner.max_policy_lag, and are left out. Sync would take one slow segment
-    per update. (A slow segment takes 0.4 s: stale unless the fast ones make fewer than 20
-    updates a second; the 200 updates outlast it unless they make more than 500. Here they
-    make about 120.)"""
-    marker = tmp_path / "slow"
+def test_async_mode_does_not_wait_for_a_held_actor(ray_cluster, tmp_path):
+    """One of three actors is held at its first step until update 30 has landed; the other
+    two are free. Async updates go on with the free ones, and the held actor's segment, made
+    with the first weights, arrives 30 versions behind, past learner.max_policy_lag, and is
+    left out. Sync would have waited for it at the first update."""
+    marker, release = tmp_path / "held", tmp_path / "release"
     config = load_config(
         None,
         [
-            f"env.id={SLOW_ID}",
-            f"env.kwargs={{delay_s: 0.1, marker: {marker}}}",
+            f"env.id={HELD_ID}",
+            f"env.kwargs={{marker: {marker}, release: {release}}}",
             "env.vectorization=sync",
             "actors.num_actors=3",
             "actors.envs_per_actor=2",
@@ -502,29 +501,35 @@ def test_async_mode_does_not_wait_for_a_slow_actor(ray_cluster, tmp_path):
             "algo.batch_segments=1",
             "learner.num_threads=1",
             "learner.max_policy_lag=8",
-            "train.total_frames=1600",
+            "train.total_frames=800",
             f"train.run_root={tmp_path}",
         ],
     )
     assert config.learner.vtrace  # on by default in async mode
+
+    def release_at_30(record):
+        if record[M.UPDATES] == 30:
+            release.touch()
+
     run = RunDir.create(tmp_path, config.name)
-    result = AsyncA2C(config, run).run()
+    result = train(config, run, on_update=release_at_30)
     lines = run.read_metrics()
-    assert result.frames >= 1600
-    # One segment an update: 8 frames, or none when that segment was stale (no step).
+    assert marker.exists() and release.exists() and result.frames >= 800
+    # One segment an update: 8 frames, or none when it was stale (no step). The held actor
+    # was never taken for stalled: nothing waited for it.
     assert {x[M.BATCH_FRAMES] for x in lines} <= {0, 8}
+    assert all(x[M.ACTORS_LIVE] == 3 and x[M.ACTOR_RESTARTS] == 0 for x in lines)
+    # Its segment came 30 versions or more behind: stale (as may be a free one that queued
+    # long on this loaded machine).
     stale = lines[-1][M.STALE_SEGMENTS]
     assert stale >= 1 and sum(x[M.BATCH_FRAMES] == 0 for x in lines) == stale
-    assert max(x[M.POLICY_LAG_MAX] for x in lines) > 8
-    # The slow actor's env stepped a few times while the fast ones made 200 segments: sync
-    # mode would have had it step 4 times for every update.
-    assert marker.exists() and int(marker.read_text() or 0) < len(lines)
+    assert max(x[M.POLICY_LAG_MAX] for x in lines) >= 30
     assert all(x[M.POLICY_LAG_MEAN] <= x[M.POLICY_LAG_MAX] for x in lines)
     assert all(0 < x[M.RHO_MEAN] <= 1 for x in lines if x[M.BATCH_FRAMES])
 
 
 def _shrunk_run(tmp_path, path: str, *overrides: str):
-    """A shipped config with 2 envs per actor and one learner thread, trained sync: (result,
+    """A shipped config with 2 envs per actor and one learner thread: (result,
     metrics lines, the saved model's parameters)."""
     config = load_config(
         path,
@@ -536,7 +541,7 @@ def _shrunk_run(tmp_path, path: str, *overrides: str):
         ],
     )
     run = RunDir.create(tmp_path, config.name)
-    result = SyncA2C(config, run).run()
+    result = train(config, run)
     model = torch.load(run.path / "model.pt", weights_only=True)["params"]
     return result, run.read_metrics(), model
 
@@ -565,5 +570,5 @@ def test_pong_trains_from_pixels(ray_cluster, tmp_path):
     )
     assert result.frames == 100 and len(lines) == 5
     assert all(np.isfinite(x[M.LOSS_TOTAL]) and x[M.BATCH_FRAMES] == 20 for x in lines)
-    assert -21 <= result.eval_return <= 21
+    assert result.eval_return.is_integer() and -21 <= result.eval_return <= 21  # one game
     assert model["policy_torso.convs.0.weight"].shape == (32, 4, 8, 8)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from learner.config import ConfigError
+from services.cluster.resources import check_resources, demands, unplaceable
 from services.config import load_config
-from services.resources import check_resources, demands, unplaceable
 
 CPU_NODE = {"CPU": 8.0, "memory": 1e10}
 GPU_NODE = {"CPU": 4.0, "GPU": 1.0}
@@ -48,14 +48,17 @@ def test_auto_device_says_how_to_train_on_cpu_instead():
 
 
 def test_no_nodes_at_all():
-    assert len(unplaceable(_demands(), [])) == 2
+    learner, actor = unplaceable(_demands(), [])
+    assert learner.startswith("the learner asks one node for {CPU: 1}")
+    assert actor.startswith("a rollout actor asks one node for {CPU: 1}")
+    assert learner.endswith("(nodes: none)") and actor.endswith("(nodes: none)")
 
 
 class _Cluster:
     """What `check_resources` reads from Ray, faked: nodes and autoscaler node types."""
 
     def __init__(self, monkeypatch, nodes, groups=(), gpus=0.0):
-        import services.resources as R
+        import services.cluster.resources as R
 
         monkeypatch.setattr(R.ray, "nodes", lambda: nodes)
         monkeypatch.setattr(R, "_autoscaler_node_shapes", lambda: list(groups))

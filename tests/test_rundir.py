@@ -5,16 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from learner import metrics as M
 from learner.core import PolicyWeights
 from services.config import load_config
-from services.rundir import RunDir
+from services.runs.rundir import RunDir
 
 
-def test_metrics_lines_stay_json_when_a_value_is_not_finite(tmp_path):
-    run = RunDir.create(tmp_path, "nan")
-    run.log({"loss/policy": float("nan"), "policy/grad_norm": float("inf"), "perf/frames": 3})
+def test_each_metrics_line_is_written_through_and_a_resumed_run_appends(tmp_path):
+    """A run that dies keeps every update it logged (nothing waits for close), and `--resume`
+    carries on in the same file."""
+    run = RunDir.create(tmp_path, "live")
+    run.log({M.FRAMES: 8, M.LOSS_POLICY: float("nan")})
+    assert RunDir(run.path).read_metrics() == [{M.FRAMES: 8, M.LOSS_POLICY: None}]
+    run.log({M.FRAMES: 16})
+    assert [r[M.FRAMES] for r in RunDir(run.path).read_metrics()] == [8, 16]
     run.close()
-    assert run.read_metrics() == [{"loss/policy": None, "policy/grad_norm": None, "perf/frames": 3}]
+    resumed = RunDir(run.path)
+    resumed.log({M.FRAMES: 24})
+    resumed.close()
+    assert [r[M.FRAMES] for r in run.read_metrics()] == [8, 16, 24]
 
 
 def test_config_and_model_round_trip(tmp_path):

@@ -5,33 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learner.core import Segment, SegmentError
-
-
-def make_segment(t=4, b=3, obs_dim=2, actor_id=7, truncate=((1, 2),), terminate=((2, 0),)):
-    rng = np.random.default_rng(0)
-    terminated = np.zeros((t, b), dtype=bool)
-    truncated = np.zeros((t, b), dtype=bool)
-    for i, j in terminate:
-        terminated[i, j] = True
-    for i, j in truncate:
-        truncated[i, j] = True
-    cut = np.flatnonzero((truncated & ~terminated).reshape(-1))
-    return Segment(
-        obs=rng.normal(size=(t + 1, b, obs_dim)).astype(np.float32),
-        actions=rng.integers(0, 2, size=(t, b)),
-        rewards=np.ones((t, b), dtype=np.float32),
-        terminated=terminated,
-        truncated=truncated,
-        valid=np.ones((t, b), dtype=bool),
-        behaviour_logp=np.full((t, b), -0.69, dtype=np.float32),
-        final_obs=rng.normal(size=(len(cut), obs_dim)).astype(np.float32),
-        final_index=cut.astype(np.int64),
-        episode_returns=np.array([3.0], dtype=np.float32),
-        episode_lengths=np.array([3], dtype=np.int64),
-        policy_version=5,
-        actor_id=actor_id,
-    )
+from learner.core import SegmentError
+from tests.conftest import make_segment
 
 
 def test_a_good_segment_validates():

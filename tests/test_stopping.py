@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from services.stopping import Termination
+from services.training.stopping import Termination
 
 
 @pytest.fixture

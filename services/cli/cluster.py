@@ -12,7 +12,7 @@ from learner import metrics as M
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from services import jobs
+    from services.cluster import jobs
 
     job_id = jobs.submit(args.config, args.set or (), args.address, args.working_dir)
     print(job_id)
@@ -25,7 +25,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from services import jobs
+    from services.cluster import jobs
 
     info = jobs.status(args.address, args.job)
     if args.json:
@@ -37,14 +37,14 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from services import jobs
+    from services.cluster import jobs
 
     jobs.logs(args.address, args.job, follow=args.follow)
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from services import jobs
+    from services.cluster import jobs
 
     state = jobs.stop(args.address, args.job, wait_s=args.wait)
     print(f"troupe: job {args.job} {state}")
@@ -52,8 +52,8 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
-    from services.cluster import cluster_connection
-    from services.registry import find_run, scale_run
+    from services.cluster.connection import cluster_connection
+    from services.control.registry import find_run, scale_run
 
     with cluster_connection(args.address):
         run_id, handle = find_run(args.run)
@@ -68,8 +68,8 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from services.cluster import cluster_connection
-    from services.registry import RayRuns, RunNotFound
+    from services.cluster.connection import cluster_connection
+    from services.control.registry import RayRuns, RunNotFound
 
     runs = RayRuns()
     with cluster_connection(args.address):
@@ -97,11 +97,11 @@ def _print_statuses(statuses: list[dict[str, Any]], as_json: bool) -> None:
     for status in statuses:
         print(f"run {status['run']} ({status['state']}), run dir {status['run_dir']}")
         for key, value in status["metrics"].items():
-            print(f"  {key:28} {_fmt(value)}")
+            print(f"  {key:28} {_figure_text(value)}")
     sys.stdout.flush()
 
 
-def _fmt(value: Any) -> str:
+def _figure_text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -112,10 +112,10 @@ def _fmt(value: Any) -> str:
 def _serve(args: argparse.Namespace) -> int:
     import ray
 
-    from services.auth import ray_token_authorize
-    from services.cluster import cluster_connection, watch_gcs
-    from services.http_api import make_server
-    from services.registry import RayRuns
+    from services.cluster.connection import cluster_connection, watch_gcs
+    from services.control.auth import ray_token_authorize
+    from services.control.http_api import make_server
+    from services.control.registry import RayRuns
 
     with cluster_connection(args.address):
         server = make_server(RayRuns(), ray_token_authorize, args.host, args.port)
@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _actor_count(text: str) -> int:
-    from services.control import MAX_ACTORS
+    from services.control.run_control import MAX_ACTORS
 
     try:
         value = int(text)

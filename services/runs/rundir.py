@@ -14,7 +14,7 @@ import yaml
 from learner import metrics as M
 from learner.core import PolicyWeights
 from services.config import RunConfig, from_dict
-from services.control import json_safe
+from services.control.run_control import json_safe
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -78,7 +78,7 @@ class RunDir:
         values = [
             self._summary.Value(tag=key, simple_value=value)
             for key, value in record.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
+            if key in M.TABLE and isinstance(value, int | float) and not isinstance(value, bool)
         ]
         self._events.add_summary(self._summary(value=values), global_step=record.get(M.FRAMES, 0))
 

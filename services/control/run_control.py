@@ -1,6 +1,6 @@
 """A running job's control point: the actor count it should have and its latest metrics.
 
-`RunControl` is plain Python; `services/registry.py` hosts it as a named Ray actor, so any
+`RunControl` is plain Python; `services/control/registry.py` hosts it as a named Ray actor, so any
 process connected to the cluster can find a run by name, read its metrics and resize it,
 while the training loop reads the wanted actor count from it between updates.
 """
@@ -16,36 +16,8 @@ from learner import metrics as M
 
 STATES = ("starting", "running", "finished", "failed")
 
-STATUS_METRICS = (
-    M.FRAMES,
-    M.FPS,
-    M.UPDATES,
-    M.POLICY_VERSION,
-    M.LOSS_POLICY,
-    M.LOSS_VALUE,
-    M.LOSS_ENTROPY,
-    M.ENTROPY,
-    M.GRAD_NORM,
-    M.EPISODE_RETURN,
-    M.EVAL_RETURN,
-    M.ACTORS_LIVE,
-    M.ACTORS_PENDING,
-    M.ACTORS_TARGET,
-    M.SEGMENTS_DROPPED,
-    M.ACTOR_START_FAILURES,
-    M.ACTOR_RESTARTS,
-    M.ENV_REBUILDS,
-    M.SEGMENTS_REJECTED,
-    M.LEARNER_RESTARTS,
-    M.ROLLBACKS,
-    M.SKIPPED_UPDATES,
-    M.POLICY_LAG_MEAN,
-    M.POLICY_LAG_MAX,
-    M.STALE_SEGMENTS,
-    M.RHO_MEAN,
-    M.UPTIME,
-)
-"""What a run's status reports, in this order."""
+STATUS_METRICS = M.STATUS
+"""What a run's status reports, in this order (declared in `learner.metrics.TABLE`)."""
 
 
 class ScaleError(ValueError):
@@ -54,9 +26,6 @@ class ScaleError(ValueError):
 
 class RunNotFound(LookupError):
     """No run on the cluster matches; the message lists those that run."""
-
-    def __str__(self) -> str:  # LookupError would quote the message
-        return str(self.args[0])
 
 
 class RunConflict(RuntimeError):

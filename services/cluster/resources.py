@@ -44,9 +44,9 @@ def unplaceable(wanted: Iterable[Demand], nodes: list[Mapping[str, float]]) -> l
         need = {k: v for k, v in demand.resources.items() if v > 0}
         if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
             continue
-        shapes = sorted({_fmt({k: n.get(k, 0) for k in ("CPU", "GPU")}) for n in nodes})
+        shapes = sorted({_shape({k: n.get(k, 0) for k in ("CPU", "GPU")}) for n in nodes})
         problems.append(
-            f"{demand.what} asks one node for {_fmt(need)} ({demand.fields}), but no node has "
+            f"{demand.what} asks one node for {_shape(need)} ({demand.fields}), but no node has "
             f"that (nodes: {', '.join(shapes) or 'none'})"
         )
     return problems
@@ -88,5 +88,5 @@ def _autoscaler_node_shapes() -> list[dict[str, float]]:
     ]
 
 
-def _fmt(resources: Mapping[str, float]) -> str:
+def _shape(resources: Mapping[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in resources.items()) + "}"

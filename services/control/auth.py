@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from services.http_api import Refusal
+from services.control.http_api import Refusal
 
 
 def ray_token_authorize(header: str) -> Refusal | None:

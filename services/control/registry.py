@@ -10,19 +10,23 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from services.control import (
+from learner import metrics as M
+from services.control.prometheus import metric_name
+from services.control.run_control import (
     RunConflict,
     RunControl,
     RunNotFound,
     ScaleError,
     check_actor_count,
 )
-from services.prometheus import HELP, metric_name
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "troupe"
 CALL_TIMEOUT_S = 10.0
+"""Longest a client waits on a run's control actor before taking the run for gone."""
+FINAL_REPORT_TIMEOUT_S = 5.0
+"""Longest a finishing run waits to leave its final state: teardown must not hang on it."""
 
 
 class _ControlActor(RunControl):
@@ -43,7 +47,7 @@ class _ControlActor(RunControl):
                 continue
             if key not in self._gauges:
                 self._gauges[key] = Gauge(
-                    metric_name(key), description=HELP.get(key, key), tag_keys=("run",)
+                    metric_name(key), description=M.TABLE[key].help, tag_keys=("run",)
                 )
             self._gauges[key].set(float(value), tags={"run": self.run_id})
         return target
@@ -145,7 +149,7 @@ class RunLink:
         """Leave the final figures and state (finished or failed), then end the actor."""
         if not self._lost:
             try:
-                ray.get(self.handle.report.remote(record, state), timeout=5)
+                ray.get(self.handle.report.remote(record, state), timeout=FINAL_REPORT_TIMEOUT_S)
             except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
                 log.warning("could not report the run's final state: %s", err)
         ray.kill(self.handle)

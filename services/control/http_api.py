@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from services.control import RunNotFound, ScaleError, check_actor_count
-from services.prometheus import exposition
+from services.control.prometheus import exposition
+from services.control.run_control import RunNotFound, ScaleError, check_actor_count
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ MAX_BODY = 64 * 1024
 
 
 class Runs(Protocol):
-    """What the API serves; `RayRuns` in `services/registry.py` is the real one."""
+    """What the API serves; `RayRuns` in `services/control/registry.py` is the real one."""
 
     def statuses(self) -> list[dict[str, Any]]: ...
 

@@ -1,0 +1,118 @@
+"""`troupe`: train and evaluate A2C agents, locally or as jobs on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from learner.config import ConfigError
+from services.cli.cluster import add_commands
+from services.cli.train import run_train
+from services.cluster.jobs import JobApiError, JobNotFound
+from services.control.run_control import RunConflict, RunNotFound
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from actors.evaluate import evaluate
+    from services.runs.rundir import RunDir
+
+    run = RunDir(args.run_dir)
+    config = run.load_config()
+    weights = run.load_model()
+    returns = evaluate(
+        config.env,
+        config.learner.model,
+        weights,
+        args.episodes,
+        seed=args.seed,
+        deterministic=not args.stochastic,
+    )
+    print(
+        f"mean return {np.mean(returns):.2f} +/- {np.std(returns):.2f} over {args.episodes} "
+        f"episodes (policy version {weights.version}, {config.env.id})"
+    )
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from services.runs.plot import plot_run
+
+    out = plot_run(args.run_dir, args.out)
+    print(f"troupe: wrote {out}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="troupe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent (on a local Ray unless --address)")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--config", help="run config YAML (default: built-in CartPole defaults)")
+    source.add_argument(
+        "--resume",
+        metavar="RUN_DIR|URL",
+        help="continue a run from its latest readable checkpoint (its config, plus --set): "
+        "its run directory, or STORAGE_URL/RUN_ID if that is lost",
+    )
+    train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, repeatable"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    train.set_defaults(func=run_train)
+
+    ev = sub.add_parser("eval", help="evaluate a finished run's model")
+    ev.add_argument("run_dir", help="run directory written by `troupe train`")
+    ev.add_argument("--episodes", type=_positive, default=20)
+    ev.add_argument("--seed", type=_non_negative, default=2024)
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    ev.set_defaults(func=_eval)
+
+    plot = sub.add_parser("plot", help="PNG of a run's learning curve and throughput")
+    plot.add_argument("run_dir", help="run directory")
+    plot.add_argument("--out", help="PNG path (default: RUN_DIR/learning_curve.png)")
+    plot.set_defaults(func=_plot)
+
+    add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"troupe: config error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RunNotFound, JobNotFound) as err:
+        # A missing run dir, an unreadable model, an unknown run or job, no cluster there.
+        print(f"troupe: {err}", file=sys.stderr)
+        return 2
+    except (RunConflict, JobApiError) as err:
+        print(f"troupe: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("troupe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
