@@ -60,7 +60,7 @@ def train(config) -> tuple:
     `TrainResult`, seconds from spawning to the end, the metrics lines, the final weights)."""
     import tempfile
 
-    from services.runs.rundir import RunDir
+    from services.storage.rundir import RunDir
     from services.training import train as train_run
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,7 +44,7 @@ def troupe_command() -> list[str]:
 def run_troupe(config: str, seed: int) -> dict:
     from actors.evaluate import evaluate
     from services.config import load_config
-    from services.runs.rundir import RunDir
+    from services.storage.rundir import RunDir
 
     with tempfile.TemporaryDirectory() as root:
         command = [

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -14,6 +12,7 @@ import numpy as np
 import torch
 
 from learner import metrics as M
+from learner.batch import Batch
 from learner.config import LearnerConfig
 from learner.core import PolicyWeights, Segment, SegmentError
 from learner.losses import A2CLoss, a2c_loss, total_loss
@@ -214,7 +213,7 @@ class Learner:
         segments, lag = self._drop_stale(segments)
         if not segments:
             return {**self._no_step(rejections, start), **lag}
-        batch = _Batch.collate(segments, self.device)
+        batch = Batch.collate(segments, self.device)
         self._sync()
         collated = time.perf_counter()
         rewards = self._rewards(batch)
@@ -237,7 +236,7 @@ class Learner:
         stats = {**self._loss_stats(loss, total, grad_norm, samples), **lag}
         return {**stats, **self._batch_stats(segments, rejections, start, collated)}
 
-    def _rewards(self, batch: _Batch) -> torch.Tensor:
+    def _rewards(self, batch: Batch) -> torch.Tensor:
         """[T, B] the rewards trained on: their signs with `clip_rewards`, then scaled by
         `reward_scale`. (Reported episode returns are the segments' own, untouched.)"""
         rewards = batch.rewards
@@ -247,7 +246,7 @@ class Learner:
             rewards = rewards * self.config.reward_scale
         return rewards
 
-    def _update_obs_norm(self, batch: _Batch) -> None:
+    def _update_obs_norm(self, batch: Batch) -> None:
         """Fold the observations the policy acted on (obs[:T], valid steps only) into the
         model's running observation statistics, when it keeps them."""
         if self.model.obs_norm is None:
@@ -256,7 +255,7 @@ class Learner:
         seen = batch.obs[:t] if batch.valid is None else batch.obs[:t][batch.valid]
         self.model.obs_norm.update(seen.reshape(-1, *batch.obs.shape[2:]))
 
-    def _evaluate(self, batch: _Batch) -> _Evaluated:
+    def _evaluate(self, batch: Batch) -> _Evaluated:
         """The current model on every observation of the batch, the bootstrap one included:
         log-probabilities and entropies of the actions taken and the values (gradients flow)."""
         t, n = batch.rewards.shape
@@ -272,7 +271,7 @@ class Learner:
         )
 
     @torch.no_grad()
-    def _targets(self, batch: _Batch, rewards: torch.Tensor, evaluated: _Evaluated) -> _Targets:
+    def _targets(self, batch: Batch, rewards: torch.Tensor, evaluated: _Evaluated) -> _Targets:
         """Advantages and value targets bootstrapped from the current critic: V-trace when
         `vtrace` is on, else n-step returns (`gae_lambda` = 1) or GAE."""
         cfg = self.config
@@ -309,7 +308,7 @@ class Learner:
         return _Targets(advantages=advantages, returns=returns, rhos=torch.ones_like(returns))
 
     @staticmethod
-    def _mask(batch: _Batch, evaluated: _Evaluated, targets: _Targets) -> _Samples:
+    def _mask(batch: Batch, evaluated: _Evaluated, targets: _Targets) -> _Samples:
         """The per-step terms flattened from [T, B] to [T * B], then without the reset steps
         of NEXT_STEP vector envs (which carry no transition) when the batch has any."""
         samples = _Samples(
@@ -421,66 +420,3 @@ def _to_cpu(value):
     if isinstance(value, list | tuple):
         return type(value)(_to_cpu(v) for v in value)
     return value
-
-
-@dataclass
-class _Batch:
-    """Segments concatenated along the batch axis, as tensors on the learner's device; the
-    shapes of `Segment`, time-major, with B the envs of all segments together."""
-
-    obs: torch.Tensor
-    """[T + 1, B, *O]"""
-    actions: torch.Tensor
-    """[T, B] or [T, B, *A]"""
-    behaviour_logp: torch.Tensor
-    """[T, B]"""
-    rewards: torch.Tensor
-    """[T, B] as the envs gave them (see `Learner._rewards`)."""
-    terminated: torch.Tensor
-    """[T, B]"""
-    truncated: torch.Tensor
-    """[T, B]"""
-    valid: torch.Tensor | None
-    """[T, B]; None when every step is valid."""
-    final_obs: torch.Tensor
-    """[K, *O]"""
-    final_index: torch.Tensor
-    """[K] flat indices t * B + b into the concatenated batch."""
-
-    @classmethod
-    def collate(cls, segments: Sequence[Segment], device: torch.device) -> _Batch:
-        if not segments:
-            raise ValueError("update needs at least one segment")
-        lengths = {s.length for s in segments}
-        if len(lengths) != 1:
-            raise SegmentError(
-                f"segments in one update must share T, got lengths {sorted(lengths)}"
-            )
-        n = sum(s.num_envs for s in segments)
-        index, offset = [], 0
-        for s in segments:  # re-index flat (t, b) positions into the concatenated batch
-            idx = s.final_index
-            index.append((idx // s.num_envs) * n + offset + idx % s.num_envs)
-            offset += s.num_envs
-
-        def cat(name: str, axis: int = 1) -> torch.Tensor:
-            arrays = [getattr(s, name) for s in segments]
-            joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
-            with warnings.catch_warnings():
-                # One segment is not copied: it is Ray's read-only zero-copy buffer. Nothing
-                # writes into batch tensors, so torch's warning about that does not apply.
-                warnings.simplefilter("ignore", UserWarning)
-                return torch.from_numpy(np.ascontiguousarray(joined)).to(device)
-
-        valid = np.concatenate([s.valid for s in segments], axis=1)
-        return cls(
-            obs=cat("obs"),
-            actions=cat("actions"),
-            behaviour_logp=cat("behaviour_logp"),
-            rewards=cat("rewards"),
-            terminated=cat("terminated"),
-            truncated=cat("truncated"),
-            valid=None if valid.all() else torch.from_numpy(valid).to(device),
-            final_obs=cat("final_obs", axis=0),
-            final_index=torch.from_numpy(np.concatenate(index)).to(device),
-        )

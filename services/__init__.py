@@ -2,7 +2,7 @@
 
 - `config.py`: the run configuration (one YAML file, frozen dataclasses, CLI overrides);
 - `training/`: a run from start to end, its sync and async loops and the parts they drive;
-- `runs/`: the run directory, checkpoints and plots;
+- `storage/`: the run directory, checkpoints and plots;
 - `control/`: runs registered on a cluster, their control and metrics (HTTP API, Prometheus);
 - `cluster/`: connecting to Ray, checking placement, submitting jobs;
 - `cli/`: the `troupe` command; `job.py`: a run as a Ray Job's entrypoint.

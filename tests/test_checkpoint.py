@@ -10,7 +10,7 @@ import torch
 
 from learner.config import ConfigError
 from services.config import load_config
-from services.runs.checkpoints import Checkpoints, StorageError
+from services.storage.checkpoints import Checkpoints, StorageError
 
 
 def _save(store: Checkpoints, updates: int) -> None:

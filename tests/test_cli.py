@@ -18,7 +18,7 @@ import pytest
 from learner import metrics as M
 from services import cli
 from services.config import load_config
-from services.runs.rundir import RunDir
+from services.storage.rundir import RunDir
 from tests.conftest import ROOT
 
 try:

@@ -545,3 +545,22 @@ def test_the_reachability_check_names_an_address_nobody_listens_on():
     with pytest.raises(ConnectionError, match=f"cannot connect to the Ray cluster at '{address}'"):
         _check_reachable(address)
     _check_reachable("auto")  # forms other than HOST:PORT are left to Ray
+
+
+def test_a_job_upload_carries_every_source_file():
+    """A job runs the working dir Ray uploads, which leaves out what `.gitignore` and the
+    job's excludes match (with git's wildcard rules): no file of troupe's own packages may be
+    among them (a subpackage once named `runs/` was, and jobs failed on import)."""
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    root = Path(__file__).resolve().parent.parent
+    rules = [*(root / ".gitignore").read_text().splitlines(), *jobs.EXCLUDES]
+    spec = PathSpec.from_lines("gitwildmatch", rules)
+    sources = [
+        path.relative_to(root).as_posix()
+        for package in ("learner", "actors", "services", "configs")
+        for path in (root / package).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert any(s.endswith("__init__.py") for s in sources)
+    assert [s for s in sources if spec.match_file(s)] == []

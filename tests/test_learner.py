@@ -12,8 +12,9 @@ import torch
 from actors.config import EnvConfig
 from actors.envs import env_spaces
 from learner import metrics as M
+from learner.batch import Batch
 from learner.config import LearnerConfig, ModelConfig
-from learner.learner import Learner, _Batch, resolve_device
+from learner.learner import Learner, resolve_device
 from tests.conftest import make_segment, sample_segments
 
 SPACES = env_spaces(EnvConfig())
@@ -144,7 +145,7 @@ def test_with_every_segment_malformed_the_weights_stay():
 def test_collate_reindexes_final_observations():
     a = make_segment(t=4, b=3, truncate=((1, 2),), terminate=())
     b = make_segment(t=4, b=2, truncate=((0, 1), (3, 0)), terminate=())
-    batch = _Batch.collate([a, b], torch.device("cpu"))
+    batch = Batch.collate([a, b], torch.device("cpu"))
     assert batch.obs.shape == (5, 5, 2)
     # (t=1, b=2) of a stays at column 2; (0, 1) and (3, 0) of b move to columns 4 and 3.
     assert batch.final_index.tolist() == [1 * 5 + 2, 0 * 5 + 4, 3 * 5 + 3]

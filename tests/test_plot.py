@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 from learner import metrics as M
 from services import cli
 from services.config import load_config
-from services.runs.plot import PLOT_FILE, plot_run
-from services.runs.rundir import METRICS_FILE, RunDir
+from services.storage.plot import PLOT_FILE, plot_run
+from services.storage.rundir import METRICS_FILE, RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -29,8 +29,8 @@ from services.control.registry import (
     spawn_control,
 )
 from services.control.run_control import RunConflict, RunNotFound, ScaleError
-from services.runs.checkpoints import Checkpoints
-from services.runs.rundir import RunDir
+from services.storage.checkpoints import Checkpoints
+from services.storage.rundir import RunDir
 from services.training import train
 from services.training.counters import Counters
 from services.training.fleet import START_TRIES, ActorFleet

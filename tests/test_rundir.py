@@ -8,7 +8,7 @@ import pytest
 from learner import metrics as M
 from learner.core import PolicyWeights
 from services.config import load_config
-from services.runs.rundir import RunDir
+from services.storage.rundir import RunDir
 
 
 def test_each_metrics_line_is_written_through_and_a_resumed_run_appends(tmp_path):

@@ -17,7 +17,7 @@ def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from actors.evaluate import evaluate
-    from services.runs.rundir import RunDir
+    from services.storage.rundir import RunDir
 
     run = RunDir(args.run_dir)
     config = run.load_config()
@@ -38,7 +38,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from services.runs.plot import plot_run
+    from services.storage.plot import plot_run
 
     out = plot_run(args.run_dir, args.out)
     print(f"troupe: wrote {out}")

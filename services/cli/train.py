@@ -19,8 +19,8 @@ def _resumed(target: str, overrides: Sequence[str]):
     `--resume STORAGE_URL/RUN_ID` when the run directory is gone with its node: then the
     config comes from the checkpoint and the run directory is made anew under run_root."""
     from services.config import load_config, with_overrides
-    from services.runs.checkpoints import Checkpoints
-    from services.runs.rundir import CONFIG_FILE
+    from services.storage.checkpoints import Checkpoints
+    from services.storage.rundir import CONFIG_FILE
 
     if "://" in target:
         url = target.rstrip("/")
@@ -59,8 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from services.cluster.connection import ray_connection
     from services.cluster.resources import check_resources
-    from services.runs.checkpoints import Checkpoints
-    from services.runs.rundir import RunDir
+    from services.storage.checkpoints import Checkpoints
+    from services.storage.rundir import RunDir
     from services.training import check_run, train
     from services.training.learner_keeper import LearnerFailed
     from services.training.sampling import ActorFailures

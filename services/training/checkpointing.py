@@ -8,7 +8,7 @@ import time
 import ray
 
 from services.config import RunConfig
-from services.runs.checkpoints import Checkpoints
+from services.storage.checkpoints import Checkpoints
 from services.training.counters import Counters
 from services.training.learner_keeper import LearnerKeeper
 

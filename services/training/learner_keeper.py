@@ -11,7 +11,7 @@ import ray
 from learner import metrics as M
 from learner.remote import spawn_learner
 from services.config import RunConfig
-from services.runs.checkpoints import Checkpoints
+from services.storage.checkpoints import Checkpoints
 from services.training.counters import Counters
 
 log = logging.getLogger(__name__)

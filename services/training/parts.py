@@ -16,8 +16,8 @@ from actors.remote import spawn_rollout_actors
 from learner import metrics as M
 from services.config import RunConfig
 from services.control.registry import RunLink, spawn_control
-from services.runs.checkpoints import Checkpoint, Checkpoints
-from services.runs.rundir import RunDir
+from services.storage.checkpoints import Checkpoint, Checkpoints
+from services.storage.rundir import RunDir
 from services.training.checkpointing import CheckpointSchedule
 from services.training.counters import Counters
 from services.training.evaluation import Evaluator

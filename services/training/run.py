@@ -13,8 +13,8 @@ from actors.envs import env_spaces
 from learner import metrics as M
 from learner.spaces import check_spaces
 from services.config import RunConfig
-from services.runs.checkpoints import Checkpoint
-from services.runs.rundir import RunDir
+from services.storage.checkpoints import Checkpoint
+from services.storage.rundir import RunDir
 from services.training.async_loop import train_async
 from services.training.parts import OnUpdate, RunParts
 from services.training.sync_loop import train_sync

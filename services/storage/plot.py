@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from learner import metrics as M
-from services.runs.rundir import RunDir
+from services.storage.rundir import RunDir
 
 PLOT_FILE = "learning_curve.png"
 
