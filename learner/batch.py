@@ -1,10 +1,12 @@
-"""One update's batch: segments concatenated along the batch axis, on the learner's device."""
+"""One update's data: segments concatenated along the batch axis on the learner's device
+(`Batch`), and the per-step tensors the update derives from them."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -73,3 +75,36 @@ class Batch:
             final_obs=cat("final_obs", axis=0),
             final_index=torch.from_numpy(np.concatenate(index)).to(device),
         )
+
+
+class Evaluated(NamedTuple):
+    """The current model on a batch of T steps of B envs (N = T * B, time-major)."""
+
+    log_probs: torch.Tensor
+    """[N] log pi(a_t | s_t) of the actions taken (gradients flow)."""
+    entropy: torch.Tensor
+    """[N] H(pi(. | s_t)) (gradients flow)."""
+    values: torch.Tensor
+    """[T + 1, B] V(s_t) of every observation, the bootstrap one included (gradients flow)."""
+
+
+class Targets(NamedTuple):
+    """What the critic's bootstrap gives each step, each [T, B] and constant."""
+
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    """The value targets."""
+    rhos: torch.Tensor
+    """V-trace's truncated importance weights; ones without V-trace."""
+
+
+class Samples(NamedTuple):
+    """The per-step terms of the loss, flattened from [T, B] to [N], valid steps only."""
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    """Not normalised (`Learner._normalized` does that for the loss)."""
+    returns: torch.Tensor
+    rhos: torch.Tensor

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from learner import metrics as M
-from learner.batch import Batch
+from learner.batch import Batch, Evaluated, Samples, Targets
 from learner.config import LearnerConfig
 from learner.core import PolicyWeights, Segment, SegmentError
 from learner.losses import A2CLoss, a2c_loss, total_loss
@@ -49,39 +48,6 @@ _LOSS_STATS = (
 ADVANTAGE_STD_EPS = 1e-8
 """Added to the advantages' standard deviation when normalising them: a batch of equal
 advantages has none."""
-
-
-class _Evaluated(NamedTuple):
-    """The current model on a batch of T steps of B envs (N = T * B, time-major)."""
-
-    log_probs: torch.Tensor
-    """[N] log pi(a_t | s_t) of the actions taken (gradients flow)."""
-    entropy: torch.Tensor
-    """[N] H(pi(. | s_t)) (gradients flow)."""
-    values: torch.Tensor
-    """[T + 1, B] V(s_t) of every observation, the bootstrap one included (gradients flow)."""
-
-
-class _Targets(NamedTuple):
-    """What the critic's bootstrap gives each step, each [T, B] and constant."""
-
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    """The value targets."""
-    rhos: torch.Tensor
-    """V-trace's truncated importance weights; ones without V-trace."""
-
-
-class _Samples(NamedTuple):
-    """The per-step terms of the loss, flattened from [T, B] to [N], valid steps only."""
-
-    log_probs: torch.Tensor
-    entropy: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    """Not normalised (`Learner._normalized` does that for the loss)."""
-    returns: torch.Tensor
-    rhos: torch.Tensor
 
 
 class Learner:
@@ -255,7 +221,7 @@ class Learner:
         seen = batch.obs[:t] if batch.valid is None else batch.obs[:t][batch.valid]
         self.model.obs_norm.update(seen.reshape(-1, *batch.obs.shape[2:]))
 
-    def _evaluate(self, batch: Batch) -> _Evaluated:
+    def _evaluate(self, batch: Batch) -> Evaluated:
         """The current model on every observation of the batch, the bootstrap one included:
         log-probabilities and entropies of the actions taken and the values (gradients flow)."""
         t, n = batch.rewards.shape
@@ -264,14 +230,14 @@ class Learner:
         out = out.reshape(t + 1, n, -1)[:t]
         flat_actions = batch.actions.reshape(t * n, *batch.actions.shape[2:])
         dist = self.model.distribution(out.reshape(t * n, -1))
-        return _Evaluated(
+        return Evaluated(
             log_probs=dist.log_prob(flat_actions),
             entropy=dist.entropy(),
             values=values.reshape(t + 1, n),
         )
 
     @torch.no_grad()
-    def _targets(self, batch: Batch, rewards: torch.Tensor, evaluated: _Evaluated) -> _Targets:
+    def _targets(self, batch: Batch, rewards: torch.Tensor, evaluated: Evaluated) -> Targets:
         """Advantages and value targets bootstrapped from the current critic: V-trace when
         `vtrace` is on, else n-step returns (`gae_lambda` = 1) or GAE."""
         cfg = self.config
@@ -299,19 +265,19 @@ class Learner:
                 lam=cfg.gae_lambda,
                 **common,
             )
-            return _Targets(advantages=off.pg_advantages, returns=off.vs, rhos=off.rhos)
+            return Targets(advantages=off.pg_advantages, returns=off.vs, rhos=off.rhos)
         if cfg.gae_lambda == 1.0:
             returns = nstep_returns(**common)
             advantages = returns - values[:-1]
         else:
             advantages, returns = gae_advantages(lam=cfg.gae_lambda, **common)
-        return _Targets(advantages=advantages, returns=returns, rhos=torch.ones_like(returns))
+        return Targets(advantages=advantages, returns=returns, rhos=torch.ones_like(returns))
 
     @staticmethod
-    def _mask(batch: Batch, evaluated: _Evaluated, targets: _Targets) -> _Samples:
+    def _mask(batch: Batch, evaluated: Evaluated, targets: Targets) -> Samples:
         """The per-step terms flattened from [T, B] to [T * B], then without the reset steps
         of NEXT_STEP vector envs (which carry no transition) when the batch has any."""
-        samples = _Samples(
+        samples = Samples(
             log_probs=evaluated.log_probs,
             entropy=evaluated.entropy,
             values=evaluated.values[:-1].reshape(-1),
@@ -322,7 +288,7 @@ class Learner:
         if batch.valid is None:
             return samples
         keep = batch.valid.reshape(-1)
-        return _Samples(*(x[keep] for x in samples))
+        return Samples(*(x[keep] for x in samples))
 
     def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
         """Advantages standardised over the batch with `normalize_advantages` (and more than
@@ -352,7 +318,7 @@ class Learner:
         return grad_norm
 
     def _loss_stats(
-        self, loss: A2CLoss, total: torch.Tensor, grad_norm: torch.Tensor, samples: _Samples
+        self, loss: A2CLoss, total: torch.Tensor, grad_norm: torch.Tensor, samples: Samples
     ) -> dict:
         """The step's losses, gradient norm and batch means (advantages before
         normalisation), as floats: the keys of `_LOSS_STATS`."""
