@@ -24,10 +24,18 @@ class RolloutActor:
         model_config: ModelConfig,
         actor_id: int,
         seed: int,
+        compiled_graph: bool = False,
     ) -> None:
         self.worker = RolloutWorker(env_config, actor_config, model_config, actor_id, seed)
+        self._sampling = False
+        if compiled_graph:
+            # The first round of a compiled graph imports torch in each of its actors (Ray's
+            # channels look for tensors): ~1.5 s that would stall training, taken here at
+            # start-up instead.
+            import torch
         # A CNN policy runs in torch: one thread, as several actors share the node's cores.
-        # (An MLP policy runs in numpy and this process never imports torch.)
+        # (An MLP policy runs in numpy and, without a compiled graph, this process never
+        # imports torch.)
         if (torch := sys.modules.get("torch")) is not None:
             torch.set_num_threads(1)
 
@@ -40,11 +48,24 @@ class RolloutActor:
 
         An env that raised has been rebuilt in place, so the actor lives on: that is a
         result, (None, the crash), not an error that would have the actor replaced."""
+        self._sampling = True
         try:
             segment = self.worker.sample(weights)
         except EnvCrashed as crash:
-            return None, crash
+            # Without the frames its traceback (and the one it was raised from) holds: they
+            # hold this call's weights, which in a compiled graph are a view of a channel's
+            # buffer, and a buffer kept alive blocks the learner's writes to it ten rounds on.
+            # The trace travels as text.
+            crash.__context__ = None
+            return None, crash.with_traceback(None)
+        finally:
+            self._sampling = False
         return segment, segment.length * segment.num_envs
+
+    def sampling(self) -> bool:
+        """Whether a `sample` call is under way: how the driver of a compiled round, which
+        answers for all its actors at once, finds the one that stalled."""
+        return self._sampling
 
     def ready(self) -> bool:
         """The readiness ping: answers (True) once the actor is up, its envs built and reset,
@@ -62,9 +83,12 @@ def spawn_rollout_actors(
     model_config: ModelConfig,
     seed: int,
     actor_ids: Iterable[int],
+    compiled_graph: bool = False,
 ) -> list:
-    """Start one rollout actor per id, each reserving `actors.num_cpus`."""
+    """Start one rollout actor per id, each reserving `actors.num_cpus`; `compiled_graph`:
+    ready to sample in a compiled graph."""
     cls = ray.remote(max_restarts=0)(RolloutActor).options(num_cpus=actor_config.num_cpus)
     return [
-        cls.remote(env_config, actor_config, model_config, actor_id, seed) for actor_id in actor_ids
+        cls.remote(env_config, actor_config, model_config, actor_id, seed, compiled_graph)
+        for actor_id in actor_ids
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import traceback
 
 import numpy as np
@@ -116,16 +117,22 @@ class RolloutWorker:
         truncated = np.empty((t_len, b), dtype=bool)
         valid = np.ones((t_len, b), dtype=bool)
         final_obs, final_index, ep_returns, ep_lengths = [], [], [], []
+        env_s = policy_s = 0.0
 
         for t in range(t_len):
             obs[t] = self.obs
+            start = time.perf_counter()
             actions[t], logp[t] = self.policy.act(obs[t])
+            acted = time.perf_counter()
             try:
                 next_obs, reward, term, trunc, info = self.env.step(self.policy.to_env(actions[t]))
             except Exception:
                 trace = traceback.format_exc()
                 self._rebuild()
                 raise EnvCrashed(self.actor_id, self.env_config.id, trace) from None
+            stepped = time.perf_counter()
+            policy_s += acted - start
+            env_s += stepped - acted
             rewards[t], terminated[t], truncated[t] = reward, term, trunc
             if self.next_step_reset:
                 valid[t] = ~self.resetting
@@ -167,6 +174,8 @@ class RolloutWorker:
             episode_lengths=np.asarray(ep_lengths, dtype=np.int64),
             policy_version=self.policy.version,
             actor_id=self.actor_id,
+            env_time_s=env_s,
+            policy_time_s=policy_s,
         )
 
     def close(self) -> None:

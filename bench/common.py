@@ -25,12 +25,15 @@ def start_local_ray(num_cpus: int | None = None) -> float:
     time in seconds, which the benchmarks print but do not count."""
     import ray
 
+    from services.cluster.connection import LOCAL_SYSTEM_CONFIG
+
     start = time.perf_counter()
     ray.init(
         address="local",
         num_cpus=num_cpus or max(4, os.cpu_count() or 1),
         include_dashboard=False,
         logging_level="WARNING",
+        _system_config=LOCAL_SYSTEM_CONFIG,
     )
     return time.perf_counter() - start
 

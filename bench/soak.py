@@ -172,13 +172,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from services.cluster.connection import cpus_needed
+    from services.cluster.connection import LOCAL_SYSTEM_CONFIG, cpus_needed
     from services.config import load_config
 
     # Logical CPUs as the embedded `troupe train` reserves them, so every actor is placed.
     config = load_config(args.config, args.set)
     cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed(config)))
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        logging_level="WARNING",
+        _system_config=LOCAL_SYSTEM_CONFIG,
+    )
     gcs = ray.get_runtime_context().gcs_address
     ray_pids = {p.pid for p in psutil.Process().children(recursive=True)}
     rng = random.Random(0)

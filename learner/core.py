@@ -50,6 +50,8 @@ class Segment:
         episode_returns, episode_lengths: [E] episodes that finished inside this segment.
         policy_version: version of the weights that acted.
         actor_id:       which actor produced it.
+        env_time_s, policy_time_s: seconds the actor spent stepping its envs and computing
+                        actions for this segment (where a small batch's time goes).
     """
 
     obs: np.ndarray
@@ -65,6 +67,8 @@ class Segment:
     episode_lengths: np.ndarray
     policy_version: int
     actor_id: int
+    env_time_s: float = 0.0
+    policy_time_s: float = 0.0
 
     @property
     def length(self) -> int:
@@ -115,6 +119,10 @@ class Segment:
             value = getattr(self, name)
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 self._fail(name, "contains NaN or inf")
+        for name in ("env_time_s", "policy_time_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, float | int) and 0 <= value < float("inf")):
+                self._fail(name, f"must be a finite number of seconds >= 0, got {value!r}")
         if not continuous and (self.behaviour_logp > 0).any():  # densities may exceed 1
             self._fail("behaviour_logp", "log-probabilities of discrete actions must be <= 0")
         cut = (self.truncated & ~self.terminated).reshape(-1)

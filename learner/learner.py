@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import math
 import time
 from collections.abc import Sequence
 
@@ -69,9 +69,7 @@ class Learner:
         self.config = config
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
-            # Ray caps OMP threads at the actor's CPU reservation; the update is the only
-            # work on the node while actors wait, so by default it takes every core.
-            torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+            torch.set_num_threads(config.num_threads or max(1, math.ceil(config.num_cpus)))
         torch.manual_seed(seed)
         self.model = build_model(config.model, observation_space, action_space).to(self.device)
         self.optimizer = Optimizer(
@@ -347,6 +345,11 @@ class Learner:
         times = {M.UPDATE_TIME: now - start}
         if collated is not None:
             times |= {M.TRANSFER_TIME: collated - start, M.COMPUTE_TIME: now - collated}
+        if segments:
+            times |= {
+                M.ACTOR_ENV_TIME: float(np.mean([s.env_time_s for s in segments])),
+                M.ACTOR_POLICY_TIME: float(np.mean([s.policy_time_s for s in segments])),
+            }
         return {
             M.POLICY_VERSION: self.version,
             M.SKIPPED_UPDATES: self.skipped_updates,

@@ -141,6 +141,16 @@ PUBLISH_TIME = _metric(
     "perf/learner_publish_s",
     "Seconds to copy new weights off the device for the actors (0 when nothing changed)",
 )
+ACTOR_ENV_TIME = _metric(
+    "perf/actor_env_s", "Seconds an actor stepped its envs for one segment (batch mean)"
+)
+ACTOR_POLICY_TIME = _metric(
+    "perf/actor_policy_s", "Seconds an actor computed actions for one segment (batch mean)"
+)
+COMPILED_ROUND = _metric(
+    "perf/compiled_round",
+    "Sync mode: 1 when the last update's round ran as a compiled graph, 0 as plain calls",
+)
 
 REJECTIONS = _metric("learner/rejections", "Why each left-out segment was left out", DETAIL)
 

@@ -22,6 +22,7 @@ class LearnerActor:
         from learner.learner import Learner
 
         self.learner = Learner(config, observation_space, action_space, seed)
+        self._publish_s = 0.0
 
     @ray.method(enable_task_events=False)  # called every update: see RolloutActor.sample
     def get_weights(self) -> PolicyWeights:
@@ -34,6 +35,25 @@ class LearnerActor:
         weights = self.learner.get_weights()
         stats[M.PUBLISH_TIME] = time.perf_counter() - start
         return stats, weights
+
+    # The two steps of a compiled round (services/training/compiled.py): the weights go
+    # through the graph's channels to the actors, their segments to `learn`.
+    def publish(self, _round: object = None) -> PolicyWeights:
+        """The newest weights, for a round's actors."""
+        start = time.perf_counter()
+        weights = self.learner.get_weights()
+        self._publish_s = time.perf_counter() - start
+        return weights
+
+    def learn(self, *segments: Segment | None) -> dict | None:
+        """`update` on the segments that were delivered (None: that actor's env crashed);
+        None when there were none."""
+        delivered = [s for s in segments if s is not None]
+        if not delivered:
+            return None
+        stats = self.learner.update(delivered)
+        stats[M.PUBLISH_TIME] = self._publish_s
+        return stats
 
     def state(self) -> dict:
         return self.learner.state()

@@ -56,11 +56,14 @@ def ray_cluster():
     """One local Ray cluster for every integration test; yields its address."""
     import ray
 
+    from services.cluster.connection import LOCAL_SYSTEM_CONFIG
+
     ray.init(
         address="local",
         num_cpus=4,  # logical: sync A2C's learner and actors take turns on the 2 cores
         include_dashboard=False,
         logging_level="WARNING",
+        _system_config=LOCAL_SYSTEM_CONFIG,
     )
     try:
         yield ray.get_runtime_context().gcs_address

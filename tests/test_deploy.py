@@ -165,10 +165,23 @@ def test_local_head_holds_no_actors_and_runs_the_v1_autoscaler():
     assert "--num-cpus=0" in start
     # `ray up` exports RAY_enable_autoscaler_v2=1 before each start command; v2 never starts a
     # worker of the local provider (tests/test_launcher.py shows v1 doing it).
-    assert "RAY_enable_autoscaler_v2=0 ray start --head" in start
+    assert "RAY_enable_autoscaler_v2=0 RAY_worker_niceness=0 ray start --head" in start
 
 
 @pytest.mark.subprocess
+def test_every_node_runs_ray_workers_at_nice_0():
+    """The learner and the actors at nice 0, as the embedded local Ray runs them: in the
+    image (aws, gcp and KubeRay start Ray in it) and on each ray start of the local config."""
+    assert re.search(r"^ENV RAY_worker_niceness=0$", (DEPLOY / "Dockerfile").read_text(), re.M)
+    config = _launcher("local")
+    starts = [
+        c
+        for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+        if "ray start" in c
+    ]
+    assert len(starts) == 2 and all("RAY_worker_niceness=0 ray start" in c for c in starts)
+
+
 def test_local_head_setup_gives_the_autoscaler_a_worker_shape(tmp_path):
     """The head's setup command, run on the config `ray up` writes to the head (the prepared
     config, as JSON), gives the single node type the CPUs the head has."""

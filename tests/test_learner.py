@@ -352,3 +352,18 @@ def test_the_stats_list_the_batch_episodes_and_frames():
     assert all(type(x) is int for x in stats[M.EPISODE_LENGTH])
     assert stats[M.BATCH_FRAMES] == 4 * 3 + 4 * 2
     assert stats[M.TRANSFER_TIME] + stats[M.COMPUTE_TIME] <= stats[M.UPDATE_TIME]
+    # The actors' side of the batch: mean seconds per segment.
+    assert stats[M.ACTOR_ENV_TIME] == 0.0 and stats[M.ACTOR_POLICY_TIME] == 0.0
+    timed = [_hand_segment().replace(env_time_s=t, policy_time_s=t / 2) for t in (0.5, 1.5)]
+    stats = Learner(LearnerConfig(), *SPACES).update(timed)
+    assert (stats[M.ACTOR_ENV_TIME], stats[M.ACTOR_POLICY_TIME]) == (1.0, 0.5)
+
+
+@pytest.mark.parametrize("num_cpus, num_threads, expected", [(1, 0, 1), (2.5, 0, 3), (1, 2, 2)])
+def test_torch_threads_follow_the_learner_cpu_reservation(num_cpus, num_threads, expected):
+    before = torch.get_num_threads()
+    try:
+        Learner(LearnerConfig(num_cpus=num_cpus, num_threads=num_threads), *SPACES)
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)

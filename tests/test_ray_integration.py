@@ -360,9 +360,21 @@ def _crash_config(tmp_path, env_kwargs: str, env_id=CRASHING_ID, extra=(), **tra
     )
 
 
-def test_a_crashing_env_costs_one_segment_and_is_rebuilt_in_its_actor(ray_cluster, tmp_path):
+ROUNDS = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "plain"])
+"""Sync faults, in rounds run as a compiled graph and as plain actor calls."""
+
+
+@ROUNDS
+def test_a_crashing_env_costs_one_segment_and_is_rebuilt_in_its_actor(
+    ray_cluster, tmp_path, compiled
+):
     marker = tmp_path / "crashed"
-    config = _crash_config(tmp_path, f"{{crash_at: 30, marker: {marker}}}", total_frames=400)
+    config = _crash_config(
+        tmp_path,
+        f"{{crash_at: 30, marker: {marker}}}",
+        extra=[f"train.compiled_graph={compiled}"],
+        total_frames=400,
+    )
     run = RunDir.create(tmp_path, config.name)
     result = train(config, run)
     assert marker.exists(), "the fault was never injected"
@@ -374,6 +386,8 @@ def test_a_crashing_env_costs_one_segment_and_is_rebuilt_in_its_actor(ray_cluste
     batches = [x[M.BATCH_FRAMES] for x in lines]
     assert batches.count(8) == 1 and batches[batches.index(8) + 1] == 16
     assert result.frames >= 400 and last[M.ACTORS_LIVE] == 2
+    # A crash is a result, not a fault: the graph carries on through it.
+    assert {x[M.COMPILED_ROUND] for x in lines} == {int(compiled)}
 
 
 def test_an_env_that_always_crashes_ends_the_run_naming_the_error(ray_cluster, tmp_path):
@@ -385,8 +399,11 @@ def test_an_env_that_always_crashes_ends_the_run_naming_the_error(ray_cluster, t
     assert not ray.util.list_named_actors(all_namespaces=True)
 
 
-def test_a_dead_learner_restarts_from_the_latest_checkpoint(ray_cluster, tmp_path):
-    config = _small_config(tmp_path, "checkpoint.every_updates=3")
+@ROUNDS
+def test_a_dead_learner_restarts_from_the_latest_checkpoint(ray_cluster, tmp_path, compiled):
+    config = _small_config(
+        tmp_path, "checkpoint.every_updates=3", f"train.compiled_graph={compiled}"
+    )
     run = RunDir.create(tmp_path, config.name)
 
     def kill_the_learner(record):
@@ -399,6 +416,7 @@ def test_a_dead_learner_restarts_from_the_latest_checkpoint(ray_cluster, tmp_pat
     # Updates 4 and 5 are lost with the learner; it comes back at ckpt-3 (version 3).
     assert [x[M.POLICY_VERSION] for x in lines][:7] == [1, 2, 3, 4, 5, 4, 5]
     assert lines[-1][M.LEARNER_RESTARTS] == 1 and result.frames >= 640
+    assert lines[-1][M.COMPILED_ROUND] == int(compiled)  # a graph with the new learner
 
 
 def test_non_finite_updates_roll_back_then_end_the_run(ray_cluster, tmp_path):
@@ -459,10 +477,19 @@ def _actor_pids(title: str = "ray::RolloutActor") -> list[int]:
     return pids
 
 
-def test_an_actor_process_killed_mid_run_is_replaced_without_a_stall(ray_cluster, tmp_path):
+@ROUNDS
+def test_an_actor_process_killed_mid_run_is_replaced_without_a_stall(
+    ray_cluster, tmp_path, compiled
+):
     """kill -9 of a rollout actor's process: the round's update goes ahead with the other
-    actor, a replacement starts, and no update waits anywhere near train.sample_timeout_s."""
-    config = _small_config(tmp_path, "train.total_frames=1280", "train.sample_timeout_s=20")
+    actor (a compiled round is run again plainly for that), a replacement starts, and no
+    update waits anywhere near train.sample_timeout_s."""
+    config = _small_config(
+        tmp_path,
+        "train.total_frames=1280",
+        "train.sample_timeout_s=20",
+        f"train.compiled_graph={compiled}",
+    )
     run = RunDir.create(tmp_path, config.name)
     killed = []
 
@@ -480,6 +507,47 @@ def test_an_actor_process_killed_mid_run_is_replaced_without_a_stall(ray_cluster
     assert result.frames >= 1280 and 32 in {x[M.BATCH_FRAMES] for x in lines}  # one actor's
     gaps = np.diff([x[M.WALL_TIME] for x in lines])
     assert gaps.max() < config.train.sample_timeout_s / 2, gaps  # found dead, not timed out
+    if compiled:  # the failed round ran plainly; the graph was built again after it
+        assert lines[3][M.COMPILED_ROUND] == 0 and lines[-1][M.COMPILED_ROUND] == 1
+
+
+def test_a_stalled_actor_in_a_compiled_round_is_replaced(ray_cluster, tmp_path):
+    """One actor is held at its first step for good: the compiled round misses
+    train.sample_timeout_s, the held actor is replaced, and rounds run compiled again (with
+    the free actor, and its replacement once up)."""
+    marker, release = tmp_path / "held", tmp_path / "release"
+    config = load_config(
+        None,
+        [
+            f"env.id={HELD_ID}",
+            f"env.kwargs={{marker: {marker}, release: {release}}}",
+            "env.vectorization=sync",
+            "actors.envs_per_actor=2",
+            "actors.segment_length=4",
+            "learner.num_threads=1",
+            "train.sample_timeout_s=3",
+            "train.total_frames=160",
+            f"train.run_root={tmp_path}",
+        ],
+    )
+    run = RunDir.create(tmp_path, config.name)
+    started = time.monotonic()
+    try:
+        result = train(config, run)
+    finally:
+        release.touch()
+    lines = run.read_metrics()
+    assert marker.exists() and result.frames >= 160
+    first = lines[0]
+    # The first round lost the held actor (replaced); the plain round after it took the
+    # free actor's segment alone.
+    assert (first[M.ACTOR_RESTARTS], first[M.SEGMENTS_DROPPED], first[M.BATCH_FRAMES]) == (
+        1,
+        1,
+        8,
+    )
+    assert first[M.COMPILED_ROUND] == 0 and lines[-1][M.COMPILED_ROUND] == 1
+    assert time.monotonic() - started < 60  # the teardown did not wait on the held actor
 
 
 def test_async_mode_does_not_wait_for_a_held_actor(ray_cluster, tmp_path):

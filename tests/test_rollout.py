@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,25 @@ def test_env_crash_pickles_with_its_trace():
         "X-v0",
         "ValueError: boom",
     )
+
+
+def test_the_segment_says_where_its_sampling_time_went():
+    w = _worker(EnvConfig(), b=4, t=8)
+    start = time.perf_counter()
+    seg = w.sample().validate()
+    took = time.perf_counter() - start
+    assert seg.env_time_s > 0 and seg.policy_time_s > 0
+    assert seg.env_time_s + seg.policy_time_s <= took
+
+
+def test_an_env_crash_travels_without_frames():
+    """The crash an actor returns holds no frame, so no frame keeps the call's weights (a
+    view of a compiled graph's channel buffer) alive: see RolloutActor.sample."""
+    from actors.remote import RolloutActor
+
+    env = EnvConfig(id=CRASHING_ID, kwargs={"crash_at": 2})
+    actor = RolloutActor(env, ActorConfig(envs_per_actor=2, segment_length=4), ModelConfig(), 0, 0)
+    segment, crash = actor.sample(Learner(LearnerConfig(), *env_spaces(env)).get_weights())
+    assert segment is None and isinstance(crash, EnvCrashed)
+    assert crash.__traceback__ is None and crash.__context__ is None
+    assert "injected env crash" in crash.trace and not actor.sampling()

@@ -27,6 +27,8 @@ def test_a_good_segment_validates():
         ("final_index", np.array([], dtype=np.int64), "final_obs expected shape"),
         ("episode_lengths", np.array([3, 4], dtype=np.int64), "episode_lengths"),
         ("actions", [[0]], "must be a numpy array"),
+        ("env_time_s", -1.0, "env_time_s must be a finite number of seconds"),
+        ("policy_time_s", float("nan"), "policy_time_s must be a finite number of seconds"),
     ],
 )
 def test_contract_violations_name_the_actor_and_field(field, bad, message):

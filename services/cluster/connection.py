@@ -17,6 +17,13 @@ from services.config import RunConfig
 
 log = logging.getLogger(__name__)
 
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+"""Ray settings of an embedded local cluster. Ray runs its workers at nice 15 so that its own
+daemons stay responsive on a shared node; on a machine given to one run the workers (the
+learner and the actors) are the work, and at nice 15 the driver and Ray's daemons, at 0,
+preempt them: a small-batch update waited milliseconds on that (see README, Performance).
+Cluster nodes get the same through `RAY_worker_niceness=0` in deploy/."""
+
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on a HOST:PORT nobody listens on; ray.init would retry for minutes."""
@@ -58,6 +65,7 @@ def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[bo
             num_cpus=max(cores, math.ceil(cpus_needed(config))),
             include_dashboard=False,
             logging_level=logging.WARNING,
+            _system_config=LOCAL_SYSTEM_CONFIG,
         )
     try:
         yield not address

@@ -64,13 +64,19 @@ class RunDir:
             raise FileNotFoundError(f"{self.path} is not a run directory: no {CONFIG_FILE}")
         return from_dict(yaml.safe_load(file.read_text()))
 
-    def log(self, record: dict[str, Any]) -> None:
-        """Append one update's figures to metrics.jsonl, and its numbers to the TensorBoard
-        event file beside it (step: frames)."""
+    def open_logs(self) -> None:
+        """Open metrics.jsonl and the TensorBoard event file. A run does it before its clock
+        starts: tensorboardX imports torch (over a second), which would otherwise be counted
+        as training time on the first update."""
         if self._metrics is None:
             self._metrics = open(self.path / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
             FileWriter, self._summary = _tensorboard()
             self._events = FileWriter(str(self.path), flush_secs=5)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one update's figures to metrics.jsonl, and its numbers to the TensorBoard
+        event file beside it (step: frames)."""
+        self.open_logs()
         self._metrics.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         # One event holding every number (NaN and inf as they are, so a skipped update shows
         # in TensorBoard): a tenth of the driver's time per update that an event per scalar

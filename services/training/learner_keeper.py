@@ -59,8 +59,28 @@ class LearnerKeeper:
         handle = spawn_learner(self.config.learner, *self.spaces, self.config.seed)
         if state is not None:
             handle.load_state.remote(state)
-        self.weights = handle.get_weights.remote()
+        self._weights = handle.get_weights.remote()
         return handle
+
+    @property
+    def handle(self):
+        """The learner actor (a new one after each restart)."""
+        return self._handle
+
+    @property
+    def weights(self) -> ray.ObjectRef:
+        """The ref of the newest weights. After updates that landed through a compiled round
+        (which leaves them in the learner) it is fetched on first use."""
+        if self._weights is None:
+            self._weights = self._handle.get_weights.remote()
+        return self._weights
+
+    def landed_in_place(self, stats: dict[str, Any] | None) -> dict[str, Any] | None:
+        """An update that a compiled round made: its weights stay in the learner until asked
+        for (see `weights`)."""
+        if stats is not None:
+            self._weights = None
+        return stats
 
     def device(self) -> str:
         """The learner's torch device; answers once its process is up."""
@@ -77,8 +97,16 @@ class LearnerKeeper:
         except ray.exceptions.RayActorError as err:
             self.restart(err)
             return None
-        self.weights = update.weights
+        self._weights = update.weights
         return stats
+
+    def restart_if_dead(self, cause: BaseException) -> None:
+        """`restart` if the learner's process is gone (`cause` may say so or not: a compiled
+        graph reports a broken channel either way)."""
+        try:
+            ray.get(self._handle.device.remote(), timeout=STATE_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            self.restart(cause)
 
     def restart(self, cause: BaseException) -> None:
         """Replace a dead learner with one loaded from the latest checkpoint (a fresh one if
@@ -132,7 +160,7 @@ class LearnerKeeper:
         self._nonfinite = 0
         self._finite = 0
         self._skipped = latest.learner["skipped_updates"]
-        self.weights = self._handle.get_weights.remote()
+        self._weights = self._handle.get_weights.remote()
 
     @property
     def healthy(self) -> bool:

@@ -75,6 +75,7 @@ class RunParts:
                 )
             )
             self.fleet = ActorFleet(self._spawn_actor, config.actors.num_actors, self.counters)
+            run_dir.open_logs()  # while the learner and actors start
         except BaseException:
             self.close("failed")
             raise
@@ -83,7 +84,10 @@ class RunParts:
 
     def _spawn_actor(self, actor_id: int):
         cfg = self.config
-        return spawn_rollout_actors(cfg.env, cfg.actors, cfg.learner.model, cfg.seed, [actor_id])[0]
+        compiled = cfg.algo.mode == "sync" and cfg.train.compiled_graph
+        return spawn_rollout_actors(
+            cfg.env, cfg.actors, cfg.learner.model, cfg.seed, [actor_id], compiled
+        )[0]
 
     def start_clock(self) -> None:
         """Training starts now: the learner and the first actors are up."""

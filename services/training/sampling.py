@@ -61,9 +61,18 @@ class Sampler:
         try:
             frames = ray.get(receipt)
         except ray.exceptions.RayError as err:
-            self._failed(err)
-            self.fleet.replace(actor_id, err)
+            self.failed(actor_id, err)
             return False
+        return self.delivered(frames)
+
+    def failed(self, actor_id: int, err: BaseException) -> None:
+        """Replace an actor whose `sample` call raised or whose process died."""
+        self._failed(err)
+        self.fleet.replace(actor_id, err)
+
+    def delivered(self, frames: int | EnvCrashed) -> bool:
+        """Whether a `sample` call's receipt (its frame count, or the crash of its env, which
+        the actor has rebuilt) says a segment was delivered; a crash is counted and kept."""
         if isinstance(frames, EnvCrashed):
             self._failed(frames)
             self.counters.env_rebuilds += 1
