@@ -137,7 +137,7 @@ class LearnerConfig:
     """Torch threads for the update on CPU; 0: as many as the CPUs the learner reserves
     (`num_cpus`, at least one). More threads than that compete with the actors for the
     node's cores: on 2 cores, 2 threads made small-batch updates ~1.3x slower and large
-    ones no faster (README, Performance)."""
+    ones no faster (README, *Small batches*)."""
     num_cpus: float = 1.0
     """CPUs the learner actor reserves in Ray."""
     vtrace: bool | None = None

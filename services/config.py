@@ -229,6 +229,48 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
 
+MAX_YAML_BYTES = 1_000_000
+"""A run config is a few hundred bytes; anything near this is not one."""
+MAX_YAML_NODES = 10_000
+"""Values in a config document with aliases expanded: a YAML alias bomb (aliases of aliases,
+a few hundred bytes) expands to billions, which every later walk of the config would take."""
+MAX_YAML_DEPTH = 32
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML from `source` (named in errors) within the caps above: too large, too deep
+    or too many values once aliases are expanded is a `ConfigError`, before anything is built
+    from it."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source} is {len(text):,} bytes; a run config is at most "
+                          f"{MAX_YAML_BYTES:,}")  # fmt: skip
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_size(root, source)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source} is not valid YAML: {err}") from None
+
+
+def _check_size(root: yaml.Node | None, source: str) -> None:
+    """Walk the node graph as loading expands it (an alias is its anchor's node again)."""
+    count, stack = 0, [(root, 1)] if root is not None else []
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES or depth > MAX_YAML_DEPTH:
+            what = f"{MAX_YAML_NODES:,} values" if count > MAX_YAML_NODES else "nesting"
+            raise ConfigError(
+                f"{source} expands to more than {what} allow (aliases included): not a run "
+                f"config (at most {MAX_YAML_NODES:,} values, {MAX_YAML_DEPTH} levels deep)"
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend([(key, depth + 1), (value, depth + 1)])
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
     """Read a run config from YAML (defaults when `path` is None) and apply `k=v` overrides."""
     data: dict[str, Any] = {}
@@ -237,10 +279,12 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             text = Path(path).read_text()
         except OSError as err:
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        data = read_yaml(text, str(path))
+        if data is None:
+            raise ConfigError(
+                f"{path} is empty: a run config needs at least one section (leave out "
+                "--config for the defaults)"
+            )
         if not isinstance(data, dict):
             raise ConfigError(
                 f"{path} must hold a mapping of config sections, got {type(data).__name__}"
@@ -287,10 +331,7 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
-    try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
+    node[parts[-1]] = read_yaml(raw, f"--set {item!r}: the value") if raw.strip() else ""
 
 
 def _check_keys(cls: type, data: Any, prefix: str) -> None:

@@ -11,6 +11,8 @@ import torch
 from learner.config import ConfigError
 from services.config import load_config
 from services.storage.checkpoints import Checkpoints, StorageError
+from services.storage.rundir import RunDir
+from services.storage.untrusted import UnsafeTorch, check_torch
 
 
 def _save(store: Checkpoints, updates: int) -> None:
@@ -63,6 +65,25 @@ def test_a_leftover_temp_file_is_not_a_checkpoint(tmp_path):
     assert store.latest().counters["updates"] == 5
 
 
+def test_a_failed_save_leaves_no_temp_file_and_the_old_set(tmp_path, monkeypatch):
+    """A full disk mid-write: the save raises, the checkpoints before stay, and no temp file
+    is left to fill the disk further (temp names are per writer)."""
+    import os
+
+    store = Checkpoints.for_run(tmp_path)
+    _save(store, 5)
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _save(store, 10)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt-000000005.pt"]
+    assert store.latest().counters["updates"] == 5
+
+
 def test_s3_storage_keeps_the_last_k_under_the_run_id(s3_bucket):
     storage = s3_bucket["url"] + "/team/runs/"
     store = Checkpoints.for_run("/runs/cartpole-1", storage, 2, s3_bucket["options"])
@@ -103,3 +124,16 @@ def test_storage_is_validated_in_the_config(storage, match):
         load_config(None, [f"checkpoint.storage={storage}"])
     load_config(None, ["checkpoint.storage=s3://bucket/prefix"])
     load_config(None, ["checkpoint.storage=/mnt/shared/ckpts"])
+
+
+def test_nothing_is_loaded_from_storage_with_an_unsafe_torch(tmp_path, monkeypatch):
+    """torch < 2.10 may run code or corrupt memory loading a crafted file: checkpoints and
+    models are refused, with the upgrade to make, before any file is read."""
+    check_torch("2.10.0")
+    check_torch("2.13.0+cpu")
+    (tmp_path / "model.pt").write_bytes(b"crafted")
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(UnsafeTorch, match=r"torch 2.5.1\+cpu .* pip install 'torch>=2.10'"):
+        Checkpoints.for_run(tmp_path / "run").latest()
+    with pytest.raises(UnsafeTorch, match="CVE-2025-32434"):
+        RunDir(tmp_path).load_model()

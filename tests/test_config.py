@@ -107,6 +107,44 @@ def test_unreadable_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(listy)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match=r"empty.yaml is empty: .* \(leave out --config"):
+        load_config(empty)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """Each level an anchored list of ten aliases of the one before: 10**levels values."""
+    lines = ['a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_anything_is_built(tmp_path):
+    """A few hundred bytes that expand to 10**9 values (in checkpoint.storage_options, which
+    takes any mapping) used to pass validation and then hang the driver's first walk."""
+    bomb = _alias_bomb()
+    assert len(bomb) < 1000
+    nested = "checkpoint:\n  storage_options:\n" + "\n".join(
+        "    " + line for line in bomb.splitlines()
+    )
+    path = tmp_path / "bomb.yaml"
+    path.write_text(nested)
+    with pytest.raises(ConfigError, match=r"bomb.yaml expands to more than 10,000 values"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"--set .*: the value expands to more than"):
+        load_config(None, ["checkpoint.storage_options={" + bomb.replace("\n", ", ") + "}"])
+
+
+def test_deep_and_huge_yaml_are_refused(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("env:\n  kwargs: " + "[" * 100 + "]" * 100 + "\n")
+    with pytest.raises(ConfigError, match="more than nesting allow.* 32 levels deep"):
+        load_config(deep)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: cartpole\n" + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="huge.yaml is 2,000,015 bytes; a run config is at"):
+        load_config(huge)
 
 
 @pytest.mark.parametrize(

@@ -511,6 +511,25 @@ def test_an_actor_process_killed_mid_run_is_replaced_without_a_stall(
         assert lines[3][M.COMPILED_ROUND] == 0 and lines[-1][M.COMPILED_ROUND] == 1
 
 
+def test_a_graph_that_cannot_be_built_leaves_plain_rounds(
+    ray_cluster, tmp_path, monkeypatch, caplog
+):
+    """Where Ray cannot compile the graph, the run trains on plain calls, saying so once."""
+    from ray.dag.dag_node import DAGNode
+
+    def no_channels(self, *args, **kwargs):
+        raise RuntimeError("no shared memory here")
+
+    monkeypatch.setattr(DAGNode, "experimental_compile", no_channels)
+    config = _small_config(tmp_path)
+    run = RunDir.create(tmp_path, config.name)
+    result = train(config, run)
+    assert result.frames == 640
+    assert {x[M.COMPILED_ROUND] for x in run.read_metrics()} == {0}
+    assert caplog.text.count("no compiled graph for these actors") == 1
+    assert "no shared memory here" in caplog.text
+
+
 def test_a_stalled_actor_in_a_compiled_round_is_replaced(ray_cluster, tmp_path):
     """One actor is held at its first step for good: the compiled round misses
     train.sample_timeout_s, the held actor is replaced, and rounds run compiled again (with

@@ -21,7 +21,7 @@ LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 """Ray settings of an embedded local cluster. Ray runs its workers at nice 15 so that its own
 daemons stay responsive on a shared node; on a machine given to one run the workers (the
 learner and the actors) are the work, and at nice 15 the driver and Ray's daemons, at 0,
-preempt them: a small-batch update waited milliseconds on that (see README, Performance).
+preempt them: a small-batch update waited milliseconds on that (README, *Small batches*).
 Cluster nodes get the same through `RAY_worker_niceness=0` in deploy/."""
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import posixpath
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from services.storage.untrusted import check_torch, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,7 @@ class Checkpoints:
         hiccupped would silently resume from an older one."""
         import torch
 
+        check_torch(torch.__version__)  # here: the loop below skips files that fail to load
         for path in reversed(self.paths()):
             url = self._url(path)
             try:
@@ -145,7 +149,7 @@ class Checkpoints:
             except FileNotFoundError:  # deleted since listed
                 continue
             try:
-                payload = torch.load(io.BytesIO(data), weights_only=True)
+                payload = load_weights(io.BytesIO(data))
                 if payload.get("format") != FORMAT:
                     raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT}")
                 return Checkpoint(url, payload["learner"], payload["counters"], payload["config"])
@@ -158,15 +162,21 @@ class Checkpoints:
 
 
 def _write_local(folder: Path, name: str, data: memoryview) -> str:
-    """Temp file, fsync, rename, fsync the folder: the rename is the commit."""
+    """Temp file, fsync, rename, fsync the folder: the rename is the commit. The temp name
+    is this writer's own (two writers of one update count never share it), and a failed
+    write (a full disk) leaves none behind."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
+    tmp = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

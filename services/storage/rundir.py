@@ -3,8 +3,13 @@ the final model."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import logging
+import os
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +17,16 @@ import numpy as np
 import yaml
 
 from learner import metrics as M
+from learner.config import ConfigError
 from learner.core import PolicyWeights
-from services.config import RunConfig, from_dict
+from services.config import RunConfig, from_dict, read_yaml
 from services.control.run_control import json_safe
+from services.storage.untrusted import check_torch, load_weights
+
+log = logging.getLogger(__name__)
+
+LOST_LINES_WARN_EVERY = 1000
+"""While writes keep failing, a warning every this many lost lines (and at the first)."""
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -39,6 +51,8 @@ class RunDir:
         self.path = Path(path)
         self._metrics = None
         self._events = None
+        self.lost_lines = 0
+        """Update lines that could not be written (metrics.jsonl or TensorBoard)."""
 
     @classmethod
     def create(cls, root: str | Path, name: str) -> RunDir:
@@ -55,14 +69,26 @@ class RunDir:
         raise RuntimeError(f"could not create a run directory under {root}")
 
     def write_config(self, config: RunConfig) -> None:
+        """Write config.yaml whole or not at all (a temp file renamed over it): a resume
+        rewrites it, and a crash halfway must not leave a cut one."""
         text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-        (self.path / CONFIG_FILE).write_text(text)
+        _write_atomic(self.path / CONFIG_FILE, text.encode())
 
     def load_config(self) -> RunConfig:
+        """The run's config. Written by troupe with every field, so a file that lacks one was
+        cut or emptied: an error naming the file, never the defaults in its place."""
         file = self.path / CONFIG_FILE
         if not file.is_file():
             raise FileNotFoundError(f"{self.path} is not a run directory: no {CONFIG_FILE}")
-        return from_dict(yaml.safe_load(file.read_text()))
+        data = read_yaml(file.read_text(), str(file))
+        missing = _missing_fields(RunConfig, data)
+        if missing:
+            raise ConfigError(
+                f"{file} is incomplete (cut or emptied?): it lacks {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}; a run directory's config.yaml holds "
+                "every field"
+            )
+        return from_dict(data)
 
     def open_logs(self) -> None:
         """Open metrics.jsonl and the TensorBoard event file. A run does it before its clock
@@ -77,6 +103,19 @@ class RunDir:
         """Append one update's figures to metrics.jsonl, and its numbers to the TensorBoard
         event file beside it (step: frames)."""
         self.open_logs()
+        try:
+            self._write(record)
+        except OSError as err:  # a full or failing disk: the run goes on, and says so
+            self.lost_lines += 1
+            if self.lost_lines == 1 or self.lost_lines % LOST_LINES_WARN_EVERY == 0:
+                log.warning(
+                    "could not write %s (%s); training goes on, %d update line(s) lost so far",
+                    self.path / METRICS_FILE,
+                    err,
+                    self.lost_lines,
+                )
+
+    def _write(self, record: dict[str, Any]) -> None:
         self._metrics.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         # One event holding every number (NaN and inf as they are, so a skipped update shows
         # in TensorBoard): a tenth of the driver's time per update that an event per scalar
@@ -97,9 +136,9 @@ class RunDir:
 
         state = {k: torch.from_numpy(np.array(v)) for k, v in weights.params.items()}
         payload = {"params": state, "version": weights.version, "frames": frames}
-        tmp = self.path / (MODEL_FILE + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(self.path / MODEL_FILE)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        _write_atomic(self.path / MODEL_FILE, buffer.getvalue())
 
     def load_model(self) -> PolicyWeights:
         file = self.path / MODEL_FILE
@@ -107,18 +146,48 @@ class RunDir:
             raise FileNotFoundError(f"{self.path} has no {MODEL_FILE}: did the run finish?")
         import torch
 
+        check_torch(torch.__version__)  # not a "not readable" below: the fix is an upgrade
         try:
-            payload = torch.load(file, weights_only=True)
+            payload = load_weights(file)
             params = {k: v.numpy() for k, v in payload["params"].items()}
             return PolicyWeights(int(payload["version"]), params)
         except Exception as err:  # torch raises several types for a torn or foreign file
             raise ValueError(f"{file} is not a readable troupe model: {err}") from None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        _write_atomic(self.path / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
 
     def close(self) -> None:
         if self._metrics is not None:
             self._metrics.close()
             self._events.close()
             self._metrics = self._events = None
+
+
+def _missing_fields(cls: type, data: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields of dataclass `cls` (at any depth) that `data` lacks."""
+    if not isinstance(data, dict):
+        return [prefix.rstrip(".") or "every section"]
+    missing, hints = [], typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        if f.name not in data:
+            missing.append(name)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            missing += _missing_fields(hints[f.name], data[f.name], f"{name}.")
+    return missing
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """`path` holds `data` whole, or what it held before: written to a temp file of this
+    process's own, synced, then renamed over it; the temp file is gone on failure."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -20,6 +20,10 @@ class RoundFailed(RuntimeError):
     """A compiled round gave no update: it is run the plain way (see `CompiledRounds`)."""
 
 
+class NoGraph(RoundFailed):
+    """These actors and learner have no graph (building it failed, and was logged once)."""
+
+
 class CompiledRounds:
     """One sync round as one execution of a compiled graph:
 
@@ -28,8 +32,8 @@ class CompiledRounds:
 
     A plain round costs two actor calls, each ~1 ms of submission, scheduling and waking
     processes on a small machine, plus the driver's turn in between; a channel hop takes
-    ~0.1 ms and the driver does nothing between sampling and the update (README,
-    Performance). The round's policy is exactly the newest, as in a plain round.
+    ~0.1 ms and the driver does nothing between sampling and the update (README, *Small
+    batches*). The round's policy is exactly the newest, as in a plain round.
 
     A graph is fixed: it is built for one learner and one set of live actors, and built
     again (~0.3 s) when that changes (a resize, an actor replaced or joined, a learner
@@ -54,7 +58,6 @@ class CompiledRounds:
         self._graph = None
         self._members: tuple | None = None  # (learner handle, actor ids) of the graph
         self._unbuildable: tuple | None = None  # members whose graph failed to build
-        self.builds = 0
 
     def round(self, actors: list) -> dict | None:
         """The round's update statistics, None when no actor delivered a segment (their
@@ -114,7 +117,7 @@ class CompiledRounds:
             return
         self.close()
         if _same(members, self._unbuildable):
-            raise RoundFailed("no graph for these actors")
+            raise NoGraph()
         from ray.dag import InputNode, MultiOutputNode
 
         learner = self.run.learner.handle
@@ -127,10 +130,12 @@ class CompiledRounds:
             self._graph = graph.experimental_compile()
         except Exception as err:
             self._unbuildable = members
-            log.warning("no compiled graph for this round (%s): plain actor calls instead", err)
-            raise RoundFailed(str(err)) from err
+            log.warning(
+                "no compiled graph for these actors (%s): plain actor calls until they change",
+                err,
+            )
+            raise NoGraph() from err
         self._members = members
-        self.builds += 1
 
     def close(self) -> None:
         """Tear the graph down (the actors and the learner live on)."""

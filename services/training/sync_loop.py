@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from learner import metrics as M
-from services.training.compiled import CompiledRounds, RoundFailed
+from services.training.compiled import CompiledRounds, NoGraph, RoundFailed
 from services.training.parts import RunParts
 from services.training.stopping import TERMINATION
 
@@ -51,6 +51,8 @@ def _round(run: RunParts, actors: list, compiled: CompiledRounds | None) -> dict
             with TERMINATION.held():
                 stats = compiled.round(actors)
             return None if stats is None else {**stats, M.COMPILED_ROUND: 1}
+        except NoGraph:
+            pass
         except RoundFailed as failed:
             log.warning("%s; running the round as plain actor calls", failed)
             actors = run.fleet.items()  # without those just replaced
