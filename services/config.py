@@ -134,7 +134,7 @@ class CheckpointConfig:
     def __post_init__(self) -> None:
         if self.storage is not None:
             _check_storage(self.storage)
-        secrets = sorted(k for k in self.storage_options if _SECRET.search(str(k)))
+        secrets = sorted(_secret_keys(self.storage_options))
         require(
             not secrets,
             "checkpoint.storage_options",
@@ -174,7 +174,21 @@ class AlgoConfig:
         )
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SECRET = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
+
+
+def _secret_keys(options: Any, prefix: str = "") -> list[str]:
+    """Dotted names of credential-like keys in `options`, at any depth."""
+    if isinstance(options, dict):
+        found = []
+        for key, value in options.items():
+            name = f"{prefix}{key}"
+            found += [name] if _SECRET.search(str(key)) else _secret_keys(value, f"{name}.")
+        return found
+    if isinstance(options, list | tuple):
+        return [k for i, v in enumerate(options) for k in _secret_keys(v, f"{prefix}{i}.")]
+    return []
 
 
 def _check_storage(storage: str) -> None:
@@ -187,6 +201,19 @@ def _check_storage(storage: str) -> None:
             "checkpoint.storage",
             storage,
             "an absolute path or a URL fsspec knows, e.g. s3://bucket/prefix",
+        )
+        require(
+            protocol != "memory",
+            "checkpoint.storage",
+            storage,
+            "storage that outlives the process (memory:// checkpoints vanish with it)",
+        )
+        require(
+            "@" not in rest.partition("/")[0],
+            "checkpoint.storage",
+            "<a URL with credentials>",
+            "a URL without user:password@ (it would be written to config.yaml and every "
+            "checkpoint): set credentials in the environment",
         )
     else:
         require(
@@ -219,10 +246,10 @@ class RunConfig:
             object.__setattr__(self, "learner", dataclasses.replace(self.learner, vtrace=vtrace))
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(
-            isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
+            isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None,
             "name",
             self.name,
-            "letters, digits, '-' and '_'",
+            "1 to 64 ASCII letters, digits, '-' and '_' (it names the run directory)",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -355,6 +382,57 @@ def _check_keys(cls: type, data: Any, prefix: str) -> None:
         elif isinstance(value, bool) and bool not in _flat_types(hint):
             # bool is an int subclass; `num_actors: true` must not read as 1.
             raise ConfigError(f"{name}={value!r} is invalid: expected {_type_name(hint)}")
+        else:
+            _check_bounds(name, hint, value)
+
+
+LIMITS: dict[str, float] = {
+    "seed": 2**32 - 1,
+    "actors.num_actors": 10_000,
+    "actors.envs_per_actor": 65_536,
+    "actors.segment_length": 100_000,
+    "actors.num_cpus": 1_024,
+    "learner.num_cpus": 1_024,
+    "learner.num_threads": 1_024,
+    "learner.model.hidden_sizes": 65_536,
+    "learner.max_policy_lag": 1_000_000,
+    "train.total_frames": 10**15,
+    "train.eval_episodes": 100_000,
+    "train.target_streak": 1_000,
+    "train.return_window": 1_000_000,
+    "train.max_learner_restarts": 1_000_000,
+    "train.max_nonfinite_updates": 1_000_000,
+    "train.max_actor_failures": 1_000_000,
+    "checkpoint.keep": 10_000,
+    "algo.batch_segments": 1_000_000,
+}
+"""Upper bounds, declared in one place: far beyond any real run, so a value past one is a
+typo or an attack that would otherwise pass validation and fail (or fill memory) after Ray
+started. Every number of the config must also be finite, and every integer fit 64 bits."""
+
+
+def _check_bounds(name: str, hint: Any, value: Any) -> None:
+    values = value if isinstance(value, list | tuple) else [value]
+    limit = LIMITS.get(name)
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, int | float | str):
+            continue
+        if isinstance(item, str):
+            if float not in _flat_types(hint) and int not in _flat_types(hint):
+                continue
+            try:
+                item = float(item)  # as the type hooks will read it
+            except ValueError:
+                continue
+        integral = isinstance(item, int) or int in _flat_types(hint)
+        finite = isinstance(item, int) or math.isfinite(item)  # int: inf has no int form
+        if integral and finite and not -(2**63) <= item < 2**63:
+            text = str(item) if len(str(item)) <= 24 else f"{str(item)[:20]}..."
+            raise ConfigError(f"{name}={text} is invalid: at most 64-bit integers")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{name}={item!r} is invalid: expected a finite number")
+        if limit is not None and item > limit:
+            raise ConfigError(f"{name}={item!r} is invalid: at most {limit:,}")
 
 
 def _flat_types(hint: Any) -> tuple:

@@ -137,3 +137,35 @@ def test_nothing_is_loaded_from_storage_with_an_unsafe_torch(tmp_path, monkeypat
         Checkpoints.for_run(tmp_path / "run").latest()
     with pytest.raises(UnsafeTorch, match="CVE-2025-32434"):
         RunDir(tmp_path).load_model()
+
+
+def _planted_run(tmp_path) -> str:
+    """STORAGE_URL/RUN_ID of a checkpoint whose config someone else with write access to the
+    storage wrote: its checkpoints would go to their server, its env imports their module."""
+    config = load_config(None, [f"train.run_root={tmp_path / 'runs'}"]).to_dict()
+    config["checkpoint"]["storage_options"] = {"endpoint_url": "http://attacker.example"}
+    config["env"]["id"] = "evil_module:Env-v0"
+    url = f"file://{tmp_path}/store/run-1"
+    learner = {"model": {"w": torch.zeros(3)}, "version": 1}
+    Checkpoints(url).save(learner, {"frames": 10, "updates": 1}, config)
+    return url
+
+
+def test_a_resume_from_storage_takes_storage_settings_from_the_command_line(tmp_path):
+    from services.cli.train import _resumed
+
+    url = _planted_run(tmp_path)
+    config, latest, run_path = _resumed(url, ["env.id=CartPole-v1"])
+    assert config.checkpoint.storage == f"file://{tmp_path}/store"
+    assert config.checkpoint.storage_options == {}  # not the checkpoint's endpoint
+    assert latest.counters["updates"] == 1 and run_path == tmp_path / "runs" / "run-1"
+
+
+def test_a_resume_from_storage_imports_no_module_unless_allowed(tmp_path):
+    from services.cli.train import _resumed
+
+    url = _planted_run(tmp_path)
+    with pytest.raises(ConfigError, match="would import the module 'evil_module'; pass --allow"):
+        _resumed(url, [])
+    config, _, _ = _resumed(url, [], allow_env_import=True)
+    assert config.env.id == "evil_module:Env-v0"  # imported only when the run starts

@@ -159,3 +159,34 @@ def test_deep_and_huge_yaml_are_refused(tmp_path):
 def test_lists_booleans_and_seeds_are_checked(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CARTPOLE, [override])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("actors.envs_per_actor=1000000000", "actors.envs_per_actor=1000000000 is invalid: at"),
+        ("actors.segment_length=1000000000", "at most 100,000"),
+        ("learner.model.hidden_sizes=[64, 1000000000]", "hidden_sizes=1000000000 is invalid"),
+        ("train.eval_episodes=1000000000", "at most 100,000"),
+        ("learner.num_threads=1000000000", "at most 1,024"),
+        ("seed=1e30", "seed=1e+30 is invalid: at most 64-bit integers"),
+        ("train.return_window=1e30", "train.return_window=1e+30 is invalid"),
+        ("checkpoint.every_updates=" + "9" * 400, "every_updates=99999999999999999999..."),
+        ("actors.num_cpus=.inf", "actors.num_cpus=inf is invalid: expected a finite number"),
+        ("train.sample_timeout_s=.inf", "expected a finite number"),
+        ("learner.entropy_coef=.nan", "learner.entropy_coef=nan is invalid"),
+        ("checkpoint.storage=memory://x", "memory:// checkpoints vanish with it"),
+        ("name=ééé", "1 to 64 ASCII letters"),
+        ("name=" + "a" * 300, "1 to 64 ASCII letters"),
+        (
+            "checkpoint.storage_options={client_kwargs: {aws_secret_access_key: x}}",
+            "client_kwargs.aws_secret_access_key",
+        ),
+        ("checkpoint.storage=s3://me:pw@bucket/runs", "a URL without user:password@"),
+    ],
+)
+def test_values_that_would_fail_after_ray_started_are_refused_first(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+    assert "pw" not in str(err.value)  # a URL's password is never echoed

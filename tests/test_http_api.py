@@ -8,6 +8,7 @@ import json
 import math
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -123,8 +124,9 @@ class Api:
         return b"".join(chunks)
 
 
-@pytest.fixture
-def api():
+@contextlib.contextmanager
+def _serving():
+    """A server on a free loopback port, with fake runs; stopped on exit."""
     runs = FakeRuns()
     seen: list[str] = []
 
@@ -144,6 +146,12 @@ def api():
         server.shutdown()
         server.server_close()
         thread.join(TIMEOUT_S)
+
+
+@pytest.fixture
+def api():
+    with _serving() as api:
+        yield api
 
 
 def _error(reply: Reply) -> str:
@@ -319,7 +327,7 @@ def test_an_ended_run_answers_409(api):
 
 def test_a_body_over_the_limit_is_413_unread(api):
     head = (
-        "POST /scale HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        "POST /scale HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
         f"{TOKEN}\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n"
     )
     answer = api.raw(head.encode())  # no body sent: the server must not wait for it
@@ -329,7 +337,7 @@ def test_a_body_over_the_limit_is_413_unread(api):
 
 @pytest.mark.parametrize("length", ["ten", "-1"])
 def test_a_bad_content_length_is_400_unread(api, length):
-    head = f"POST /scale HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    head = f"POST /scale HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n"
     # No body, and the write side left open: a server that read one (to EOF for -1) would
     # never answer, and `raw` would time out.
     answer = api.raw(f"{head}Content-Length: {length}\r\n\r\n".encode())
@@ -353,6 +361,62 @@ def test_an_unknown_path_is_404(api, method, path):
     assert reply.status == 404
     assert "no such path" in _error(reply)
     assert api.runs.scaled == []
+
+
+# --- hostile clients ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, status, message",
+    [
+        (b'{"run": "cart", "actors": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", 400, "too deep"),
+        (b'{"run": "cart", "actors": 1' + b"0" * 5_000 + b"}", 400, "body is not JSON"),
+    ],
+    ids=["deep", "huge-integer"],
+)
+def test_hostile_json_is_400_not_503(api, raw, status, message):
+    reply = api.scale(None, raw=raw)
+    assert (reply.status, api.runs.scaled) == (status, [])
+    assert message in _error(reply)
+
+
+def test_a_request_for_another_host_name_is_refused_on_loopback(api):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 cannot
+    read /status, as its requests carry Host: evil.example."""
+    reply = api.request("GET", "/status", headers={"Host": "evil.example:8270"})
+    assert reply.status == 421 and "localhost only" in _error(reply)
+    for host in ("localhost:8270", "127.0.0.1", "[::1]:8270"):
+        assert api.request("GET", "/status", headers={"Host": host}).status == 200
+
+
+def test_control_characters_of_a_request_are_escaped_in_the_log(api, caplog):
+    caplog.set_level("INFO", logger="services.control.http_api")
+    api.raw(b"GET /\x1b[2J\x1b[31mforged HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert "\\x1b[2J\\x1b[31mforged" in caplog.text and "\x1b" not in caplog.text
+
+
+def test_slow_and_idle_clients_are_dropped_and_capped(monkeypatch):
+    """Slowloris: a body that never arrives is answered 408 after the request timeout; idle
+    connections past the cap get 503 at once instead of a thread each."""
+    from services.control import http_api
+
+    monkeypatch.setattr(http_api, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(http_api, "MAX_CONNECTIONS", 2)
+    with _serving() as api:
+        head = b"POST /scale HTTP/1.1\r\nHost: localhost\r\nContent-Length: 20\r\n"
+        answer = api.raw(head + f"Authorization: Bearer {TOKEN}\r\n\r\n{{".encode())
+        assert answer.startswith(b"HTTP/1.0 408"), answer
+        idle = [socket.create_connection((api.host, api.port)) for _ in range(2)]
+        try:
+            time.sleep(0.1)  # both accepted and holding their slots
+            assert api.raw(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n").startswith(
+                b"HTTP/1.1 503"
+            )
+            time.sleep(1.0)  # the idle ones time out and free their slots
+            assert api.request("GET", "/status").status == 200
+        finally:
+            for sock in idle:
+                sock.close()
 
 
 # --- binding ----------------------------------------------------------------------------------
@@ -385,7 +449,7 @@ def test_troupe_serve_serves_the_clusters_runs_on_localhost_until_the_cluster_is
     def watch_gcs(address, on_gone):
         def client() -> None:
             try:  # the socket listens already; serve_forever answers once it runs
-                host, port = servers[0].server_address[:2]
+                host, port = servers[-1].server_address[:2]
                 with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=TIMEOUT_S) as r:
                     answers.append(json.load(r))
             finally:
@@ -414,6 +478,12 @@ def test_troupe_serve_serves_the_clusters_runs_on_localhost_until_the_cluster_is
     ]
     with pytest.raises(ConnectionRefusedError):  # the port is closed again
         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
+    assert "warning" not in capsys.readouterr().err
+
+    # Beyond localhost only when asked, and never without a word.
+    assert cli.main(["serve", "--host", "0.0.0.0"]) == 0
+    assert asked[-1][0] == "0.0.0.0" and len(answers) == 2
+    assert "warning: --host 0.0.0.0 is reachable beyond this machine" in capsys.readouterr().err
 
 
 # --- Prometheus exposition --------------------------------------------------------------------

@@ -114,7 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from services.cluster.connection import cluster_connection, watch_gcs
     from services.control.auth import ray_token_authorize
-    from services.control.http_api import make_server
+    from services.control.http_api import LOOPBACK_HOSTS, make_server
     from services.control.registry import RayRuns
 
     with cluster_connection(args.address):
@@ -128,6 +128,15 @@ def _serve(args: argparse.Namespace) -> int:
 
         watch_gcs(gcs, gone)
         print(f"troupe: serving http://{host}:{port} (/status, /metrics, POST /scale)", flush=True)
+        if args.host not in LOOPBACK_HOSTS:
+            print(
+                f"troupe: warning: --host {args.host} is reachable beyond this machine: anyone "
+                "who can reach the port reads every run's status and metrics (POST /scale "
+                "still needs the token, which travels in clear over plain HTTP). Prefer "
+                "--host 127.0.0.1 with an SSH tunnel",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             server.serve_forever()
         finally:

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its latest readable checkpoint (its config, plus --set): "
         "its run directory, or STORAGE_URL/RUN_ID if that is lost",
     )
+    train.add_argument(
+        "--allow-env-import",
+        action="store_true",
+        help="with --resume STORAGE_URL/RUN_ID: let the checkpoint's env.id import its module",
+    )
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     train.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a config value, repeatable"

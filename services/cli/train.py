@@ -14,10 +14,17 @@ from learner.config import ConfigError
 from services.training.stopping import TERMINATION
 
 
-def _resumed(target: str, overrides: Sequence[str]):
+def _resumed(target: str, overrides: Sequence[str], allow_env_import: bool = False):
     """(config, latest checkpoint, run directory) for `--resume RUN_DIR`, or for
     `--resume STORAGE_URL/RUN_ID` when the run directory is gone with its node: then the
-    config comes from the checkpoint and the run directory is made anew under run_root."""
+    config comes from the checkpoint and the run directory is made anew under run_root.
+
+    A checkpoint in shared storage is only as trustworthy as everyone who can write there, so
+    from one its config is not obeyed blindly: where checkpoints go (`checkpoint.storage` and
+    `storage_options`) comes from the command line, and an `env.id` that names a module to
+    import (`module:Env`) is refused unless `allow_env_import` (`--allow-env-import`)."""
+    import copy
+
     from services.config import load_config, with_overrides
     from services.storage.checkpoints import Checkpoints
     from services.storage.rundir import CONFIG_FILE
@@ -30,7 +37,19 @@ def _resumed(target: str, overrides: Sequence[str]):
         latest = store.latest()
         if latest is None:
             raise ConfigError(f"--resume {target}: no readable checkpoint there")
-        config = with_overrides(latest.config, [*overrides, f"checkpoint.storage={parent}"])
+        data = copy.deepcopy(latest.config)
+        if not isinstance(data, dict) or not isinstance(data.get("checkpoint", {}), dict):
+            raise ConfigError(f"--resume {target}: the checkpoint's config is not a mapping")
+        data.setdefault("checkpoint", {}).update(storage=parent, storage_options=options)
+        config = with_overrides(data, overrides)
+        env_set = any(item.partition("=")[0].strip() == "env.id" for item in overrides)
+        if ":" in config.env.id and not env_set and not allow_env_import:
+            module = config.env.id.partition(":")[0]
+            raise ConfigError(
+                f"--resume {target}: the checkpoint's env.id {config.env.id!r} would import "
+                f"the module {module!r}; pass --allow-env-import if you trust everyone who "
+                "can write to that storage, or --set env.id=..."
+            )
         run_path = Path(config.train.run_root).expanduser() / run_id
     else:
         run_path = Path(target).resolve()
@@ -53,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
     # Validate before the heavy imports (torch, Ray): a typo answers in well under a second.
     resume_from = None
     if args.resume:
-        config, resume_from, run_path = _resumed(args.resume, args.set or ())
+        config, resume_from, run_path = _resumed(args.resume, args.set or (), args.allow_env_import)
     else:
         config = load_config(args.config, args.set or ())
 

@@ -11,8 +11,10 @@ It binds 127.0.0.1 unless told otherwise: reach it through an SSH tunnel. Reads 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -26,6 +28,11 @@ from services.control.run_control import RunNotFound, ScaleError, check_actor_co
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+REQUEST_TIMEOUT_S = 10.0
+"""A client that sends nothing for this long mid-request is dropped (slowloris)."""
+MAX_CONNECTIONS = 64
+"""Connections served at once; more are answered 503 and closed, never given a thread."""
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 class Runs(Protocol):
@@ -57,14 +64,30 @@ class ApiError(Exception):
 def make_server(runs: Runs, authorize: Authorize, host: str, port: int) -> ThreadingHTTPServer:
     """An HTTP server (not yet serving) on host:port; port 0 picks a free one."""
 
+    loopback = host in LOOPBACK_HOSTS
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "troupe"
+        timeout = REQUEST_TIMEOUT_S  # on the socket: every read and write of a request
 
         def do_GET(self) -> None:
             self._answer(self._get)
 
         def do_POST(self) -> None:
             self._answer(self._post)
+
+        def _check_host(self) -> None:
+            """On loopback, only requests addressed to loopback: a web page whose DNS name
+            rebinds to 127.0.0.1 sends its own name in Host, and is refused."""
+            header = self.headers.get("Host")
+            if not loopback or header is None:  # browsers, the rebinding risk, always send it
+                return
+            name = urlsplit(f"//{header}").hostname or ""
+            if name not in LOOPBACK_HOSTS:
+                raise ApiError(
+                    HTTPStatus.MISDIRECTED_REQUEST,
+                    "this server answers requests for localhost only (Host header)",
+                )
 
         def _get(self) -> tuple[HTTPStatus, str, str]:
             url = urlsplit(self.path)
@@ -106,8 +129,14 @@ def make_server(runs: Runs, authorize: Authorize, host: str, port: int) -> Threa
             if length > MAX_BODY:
                 raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body over 64 KiB")
             try:
-                body = json.loads(self.rfile.read(length) or b"null")
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raw = self.rfile.read(length)
+            except TimeoutError:
+                raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive") from None
+            try:
+                body = json.loads(raw or b"null")
+            except RecursionError:
+                raise ApiError(HTTPStatus.BAD_REQUEST, "body nests too deep") from None
+            except (UnicodeDecodeError, ValueError) as err:  # huge integers raise ValueError
                 raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not JSON: {err}") from None
             if not isinstance(body, dict):
                 raise ApiError(
@@ -117,6 +146,7 @@ def make_server(runs: Runs, authorize: Authorize, host: str, port: int) -> Threa
 
         def _answer(self, handler: Callable[[], tuple[HTTPStatus, str, str]]) -> None:
             try:
+                self._check_host()
                 status, text, content_type = handler()
             except ApiError as err:
                 status, text, content_type = _error(err.status, str(err))
@@ -137,11 +167,39 @@ def make_server(runs: Runs, authorize: Authorize, host: str, port: int) -> Threa
             self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), format % args)
+            # The request line is the client's: escape what could forge or hide log lines.
+            log.info("%s %s", self.address_string(), _printable(format % args))
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _BoundedServer((host, port), Handler)
     server.daemon_threads = True
     return server
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `MAX_CONNECTIONS` at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):  # the client may be gone already
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\n\r\n")  # fmt: skip
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _json(value: Any) -> tuple[HTTPStatus, str, str]:
