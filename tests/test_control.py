@@ -564,3 +564,18 @@ def test_a_job_upload_carries_every_source_file():
     ]
     assert any(s.endswith("__init__.py") for s in sources)
     assert [s for s in sources if spec.match_file(s)] == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".env", "deploy/.env.prod", "keys/cluster.pem", "tls/server.key", "id_rsa",
+        ".ssh/id_ed25519", ".aws/credentials", ".ray/auth_token", "gcp-credentials.json",
+        ".netrc", ".git-credentials", "auth_token", "infra/terraform.tfstate",
+    ],
+)  # fmt: skip
+def test_a_job_upload_leaves_out_secrets(path):
+    """Whatever the project's `.gitignore` says: the job's own excludes match them."""
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    assert PathSpec.from_lines("gitwildmatch", jobs.EXCLUDES).match_file(path)

@@ -19,7 +19,14 @@ from typing import Any
 from learner.config import ConfigError
 from services.config import load_config
 
-EXCLUDES = ["runs/", "__pycache__/", "*.egg-info/"]
+SECRET_EXCLUDES = [
+    ".env", ".env.*", "*.pem", "*.key", "*.p12", "id_rsa*", "id_ed25519*", "id_ecdsa*",
+    ".ssh/", ".aws/", ".ray/", ".kube/", ".netrc", ".git-credentials", "*credentials*",
+    "auth_token", "*.tfstate",
+]  # fmt: skip
+"""Files that hold secrets by name or by convention: a job's working dir is uploaded to the
+cluster's storage, where whoever can read it would find them."""
+EXCLUDES = ["runs/", "__pycache__/", "*.egg-info/", *SECRET_EXCLUDES]
 """Never uploaded with a job, even without a `.gitignore` saying so (Ray itself leaves out
 `.git` and `.venv`)."""
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
