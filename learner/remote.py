@@ -31,9 +31,8 @@ class LearnerActor:
     @ray.method(num_returns=2, enable_task_events=False)
     def update(self, *segments: Segment) -> tuple[dict, PolicyWeights]:
         stats = self.learner.update(segments)
-        start = time.perf_counter()
-        weights = self.learner.get_weights()
-        stats[M.PUBLISH_TIME] = time.perf_counter() - start
+        weights = self.publish()
+        stats[M.PUBLISH_TIME] = self._publish_s
         return stats, weights
 
     # The two steps of a compiled round (services/training/compiled.py): the weights go

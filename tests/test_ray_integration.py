@@ -530,10 +530,9 @@ def test_a_graph_that_cannot_be_built_leaves_plain_rounds(
     assert "no shared memory here" in caplog.text
 
 
-def test_a_stalled_actor_in_a_compiled_round_is_replaced(ray_cluster, tmp_path):
-    """One actor is held at its first step for good: the compiled round misses
-    train.sample_timeout_s, the held actor is replaced, and rounds run compiled again (with
-    the free actor, and its replacement once up)."""
+def _held_config(tmp_path, *overrides: str):
+    """(config, marker, release) of a run whose actors have 2 `HeldEnv`s x 4 steps: the
+    first env to step is held until the file `release` exists."""
     marker, release = tmp_path / "held", tmp_path / "release"
     config = load_config(
         None,
@@ -544,10 +543,19 @@ def test_a_stalled_actor_in_a_compiled_round_is_replaced(ray_cluster, tmp_path):
             "actors.envs_per_actor=2",
             "actors.segment_length=4",
             "learner.num_threads=1",
-            "train.sample_timeout_s=3",
-            "train.total_frames=160",
             f"train.run_root={tmp_path}",
+            *overrides,
         ],
+    )
+    return config, marker, release
+
+
+def test_a_stalled_actor_in_a_compiled_round_is_replaced(ray_cluster, tmp_path):
+    """One actor is held at its first step for good: the compiled round misses
+    train.sample_timeout_s, the held actor is replaced, and rounds run compiled again (with
+    the free actor, and its replacement once up)."""
+    config, marker, release = _held_config(
+        tmp_path, "train.sample_timeout_s=3", "train.total_frames=160"
     )
     run = RunDir.create(tmp_path, config.name)
     started = time.monotonic()
@@ -574,23 +582,13 @@ def test_async_mode_does_not_wait_for_a_held_actor(ray_cluster, tmp_path):
     two are free. Async updates go on with the free ones, and the held actor's segment, made
     with the first weights, arrives 30 versions behind, past learner.max_policy_lag, and is
     left out. Sync would have waited for it at the first update."""
-    marker, release = tmp_path / "held", tmp_path / "release"
-    config = load_config(
-        None,
-        [
-            f"env.id={HELD_ID}",
-            f"env.kwargs={{marker: {marker}, release: {release}}}",
-            "env.vectorization=sync",
-            "actors.num_actors=3",
-            "actors.envs_per_actor=2",
-            "actors.segment_length=4",
-            "algo.mode=async",
-            "algo.batch_segments=1",
-            "learner.num_threads=1",
-            "learner.max_policy_lag=8",
-            "train.total_frames=800",
-            f"train.run_root={tmp_path}",
-        ],
+    config, marker, release = _held_config(
+        tmp_path,
+        "actors.num_actors=3",
+        "algo.mode=async",
+        "algo.batch_segments=1",
+        "learner.max_policy_lag=8",
+        "train.total_frames=800",
     )
     assert config.learner.vtrace  # on by default in async mode
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import posixpath
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from services.storage.untrusted import check_torch, load_weights
+from services.storage.files import write_atomic
+from services.storage.untrusted import UnsafeTorch, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,9 @@ class Checkpoints:
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         if self.local:
-            path = _write_local(Path(self.folder), name, buffer.getbuffer())
+            Path(self.folder).mkdir(parents=True, exist_ok=True)
+            path = str(Path(self.folder) / name)
+            write_atomic(Path(path), buffer.getbuffer())
         else:
             path = posixpath.join(self.folder, name)
             self.fs.pipe_file(path, buffer.getvalue())
@@ -139,9 +140,6 @@ class Checkpoints:
         """The newest checkpoint that loads; torn or foreign ones are logged and skipped. A
         storage error (network, permissions) is raised: skipping a checkpoint because S3
         hiccupped would silently resume from an older one."""
-        import torch
-
-        check_torch(torch.__version__)  # here: the loop below skips files that fail to load
         for path in reversed(self.paths()):
             url = self._url(path)
             try:
@@ -153,33 +151,11 @@ class Checkpoints:
                 if payload.get("format") != FORMAT:
                     raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT}")
                 return Checkpoint(url, payload["learner"], payload["counters"], payload["config"])
+            except UnsafeTorch:
+                raise  # not an unreadable file: the fix is an upgrade
             except Exception as err:  # torn write, bit rot, a foreign file: try the one before
                 log.warning("skipping unreadable checkpoint %s: %s", url, err)
         return None
 
     def _url(self, path: str) -> str:
         return path if self.local else self.fs.unstrip_protocol(path)
-
-
-def _write_local(folder: Path, name: str, data: memoryview) -> str:
-    """Temp file, fsync, rename, fsync the folder: the rename is the commit. The temp name
-    is this writer's own (two writers of one update count never share it), and a failed
-    write (a full disk) leaves none behind."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    tmp = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return str(path)

@@ -7,7 +7,6 @@ import dataclasses
 import io
 import json
 import logging
-import os
 import time
 import typing
 from pathlib import Path
@@ -19,9 +18,11 @@ import yaml
 from learner import metrics as M
 from learner.config import ConfigError
 from learner.core import PolicyWeights
-from services.config import RunConfig, from_dict, read_yaml
+from services.config import RunConfig, from_dict
+from services.config_limits import read_yaml
 from services.control.run_control import json_safe
-from services.storage.untrusted import check_torch, load_weights
+from services.storage.files import write_atomic
+from services.storage.untrusted import UnsafeTorch, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class RunDir:
         """Write config.yaml whole or not at all (a temp file renamed over it): a resume
         rewrites it, and a crash halfway must not leave a cut one."""
         text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-        _write_atomic(self.path / CONFIG_FILE, text.encode())
+        write_atomic(self.path / CONFIG_FILE, text.encode())
 
     def load_config(self) -> RunConfig:
         """The run's config. Written by troupe with every field, so a file that lacks one was
@@ -138,24 +139,23 @@ class RunDir:
         payload = {"params": state, "version": weights.version, "frames": frames}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        _write_atomic(self.path / MODEL_FILE, buffer.getvalue())
+        write_atomic(self.path / MODEL_FILE, buffer.getvalue())
 
     def load_model(self) -> PolicyWeights:
         file = self.path / MODEL_FILE
         if not file.is_file():
             raise FileNotFoundError(f"{self.path} has no {MODEL_FILE}: did the run finish?")
-        import torch
-
-        check_torch(torch.__version__)  # not a "not readable" below: the fix is an upgrade
         try:
             payload = load_weights(file)
             params = {k: v.numpy() for k, v in payload["params"].items()}
             return PolicyWeights(int(payload["version"]), params)
+        except UnsafeTorch:
+            raise  # not an unreadable file: the fix is an upgrade
         except Exception as err:  # torch raises several types for a torn or foreign file
             raise ValueError(f"{file} is not a readable troupe model: {err}") from None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _write_atomic(self.path / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+        write_atomic(self.path / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
 
     def close(self) -> None:
         if self._metrics is not None:
@@ -176,18 +176,3 @@ def _missing_fields(cls: type, data: Any, prefix: str = "") -> list[str]:
         elif dataclasses.is_dataclass(hints[f.name]):
             missing += _missing_fields(hints[f.name], data[f.name], f"{name}.")
     return missing
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """`path` holds `data` whole, or what it held before: written to a temp file of this
-    process's own, synced, then renamed over it; the temp file is gone on failure."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
