@@ -132,7 +132,7 @@ class LearnerConfig:
     max_grad_norm: float = 0.5
     """Clip the global gradient norm to this; 0 disables clipping."""
     device: str = "auto"
-    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    """'auto' (CUDA when the cluster has a GPU, else CPU), 'cpu' or 'cuda' (= 'cuda:0')."""
     num_threads: int = 0
     """Torch threads for the update on CPU; 0: as many as the CPUs the learner reserves
     (`num_cpus`, at least one). More threads than that compete with the actors for the
@@ -189,12 +189,14 @@ class LearnerConfig:
             self.max_grad_norm,
             "a number >= 0 (0 disables clipping)",
         )
-        dev = self.device
+        # The learner actor is given one GPU by Ray, which it sees as cuda:0 whichever of the
+        # node's GPUs that is: an index past 0 names a device it can never see.
         require(
-            dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+            self.device in ("auto", "cpu", "cuda", "cuda:0"),
             "learner.device",
-            dev,
-            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+            self.device,
+            "'auto', 'cpu' or 'cuda' (Ray gives the learner one GPU, which it sees as cuda:0; "
+            "pick a GPU type with the node it runs on, not an index)",
         )
         require(self.num_threads >= 0, "learner.num_threads", self.num_threads, "an integer >= 0")
         require(self.num_cpus >= 0, "learner.num_cpus", self.num_cpus, "a number >= 0")

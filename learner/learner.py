@@ -30,6 +30,11 @@ def resolve_device(name: str) -> torch.device:
             f"learner.device={name!r} but this process sees no CUDA device; "
             "use 'auto' or 'cpu', or run the learner on a GPU node"
         )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"learner.device={name!r} but this process sees {torch.cuda.device_count()} CUDA "
+            "device(s): use 'cuda'"
+        )
     return device
 
 

@@ -3,9 +3,11 @@
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python -m services.job --config configs/cartpole.yaml [--set KEY=VALUE ...]
 
-It joins the cluster the job runs on and trains as `troupe train` does. The job's working dir
-is a temporary copy, so a relative `train.run_root` is kept under `~/troupe/` on the node the
-driver runs on (the head node) instead.
+It joins the cluster the job runs on and trains as `troupe train` does. With `--run-id ID` a
+job is safe to run again: after its driver or the head node was lost, the same job continues
+from the newest checkpoint of run ID (kept off the head with `checkpoint.storage`). The job's
+working dir is a temporary copy, so a relative `train.run_root` is kept under `~/troupe/` on
+the node the driver runs on (the head node) instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.job", description=__doc__)
     parser.add_argument("--config", help="run config YAML, relative to the job's working dir")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--run-id",
+        help="a fixed run id: the job, submitted again (or retried by KubeRay) after its "
+        "driver or head was lost, continues from that run's newest checkpoint",
+    )
     args = parser.parse_args(argv)
 
     from services.config import load_config
@@ -42,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = ["train", "--address", os.environ.get("RAY_ADDRESS", "auto"), "--no-progress"]
     if args.config:
         argv += ["--config", args.config]
+    if args.run_id:
+        argv += ["--run-id", args.run_id]
     for item in overrides:
         argv += ["--set", item]
     return cli.main(argv)

@@ -10,7 +10,7 @@ import torch
 
 from learner.config import ConfigError
 from services.config import load_config
-from services.storage.checkpoints import Checkpoints, StorageError
+from services.storage.checkpoints import Checkpoints, ForeignFolder, StorageError
 from services.storage.rundir import RunDir
 from services.storage.untrusted import UnsafeTorch, check_torch
 
@@ -82,6 +82,111 @@ def test_a_failed_save_leaves_no_temp_file_and_the_old_set(tmp_path, monkeypatch
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt-000000005.pt"]
     assert store.latest().counters["updates"] == 5
+
+
+# --- one folder, one run --------------------------------------------------------------------
+
+
+def _payload(updates: int, run_id: str | None) -> dict:
+    """A checkpoint file's content as another writer would make it (run_id None: the form
+    before checkpoints named their run)."""
+    payload = {
+        "format": 1,
+        "learner": {"model": {"w": torch.zeros(3)}, "version": updates},
+        "counters": {"frames": 10 * updates, "updates": updates},
+        "config": {"name": "t"},
+    }
+    return payload if run_id is None else {**payload, "run_id": run_id}
+
+
+def test_two_runs_of_one_id_never_share_a_storage_folder(tmp_path):
+    """Runs on two machines whose run directories have one name: the second is refused
+    before it writes anything, and so is a run of another id pointed at the folder."""
+    storage = str(tmp_path / "store")
+    first = Checkpoints.for_run(tmp_path / "host-a" / "cart-1", storage, keep=1)
+    first.claim(new=True)
+    _save(first, 5)
+    second = Checkpoints.for_run(tmp_path / "host-b" / "cart-1", storage, keep=1)
+    with pytest.raises(ForeignFolder, match=r"store/cart-1 belongs to another run 'cart-1'"):
+        second.claim(new=True)
+    other = Checkpoints(f"{storage}/cart-1", run_id="cart-2")
+    with pytest.raises(ForeignFolder, match=r"run 'cart-1', not to this run \('cart-2'\)"):
+        other.claim(new=False)
+    again = Checkpoints.for_run(tmp_path / "host-b" / "cart-1", storage, keep=1)
+    again.claim(new=False)  # the same run, continued (a resume, --run-id) from another host
+    assert again.latest().counters["updates"] == 5
+    assert _names(first) == ["ckpt-000000005.pt"]
+
+
+def test_a_planted_checkpoint_is_neither_loaded_nor_counted_nor_deleted(tmp_path, caplog):
+    store = Checkpoints.for_run(tmp_path / "run-1", keep=2)
+    store.claim(new=True)
+    _save(store, 5)
+    folder = Path(store.folder)
+    torch.save(_payload(999_999_999, "intruder"), folder / "ckpt-999999999.pt")
+    torch.save(_payload(999_999_998, None), folder / "ckpt-999999998.pt")  # names no run
+    _save(store, 10)
+    _save(store, 15)
+    assert _names(store) == [
+        "ckpt-000000010.pt",
+        "ckpt-000000015.pt",  # the last 2 of this run's: the planted ones did not count
+        "ckpt-999999998.pt",
+        "ckpt-999999999.pt",  # and are not this run's to delete
+    ]
+    assert store.latest().counters["updates"] == 15
+    fresh = Checkpoints.for_run(tmp_path / "run-1", keep=2)  # a restart reads them anew
+    assert fresh.latest().counters["updates"] == 15
+    assert "ckpt-999999999.pt: not a checkpoint of this run ('run-1') but of 'intruder'" in (
+        caplog.text
+    )
+    assert "ckpt-999999998.pt: not a checkpoint of this run" in caplog.text
+
+
+def test_a_folder_with_files_and_no_owner_is_refused(tmp_path):
+    folder = tmp_path / "run-1" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_text("someone's data")
+    store = Checkpoints.for_run(tmp_path / "run-1")
+    for new in (True, False):
+        with pytest.raises(ForeignFolder, match=r"not empty \(results.csv\) and no run owns it"):
+            store.claim(new=new)
+    assert [p.name for p in folder.iterdir()] == ["results.csv"]
+
+
+def test_a_folder_from_before_owner_markers_is_adopted_by_its_resumed_run(tmp_path):
+    folder = tmp_path / "run-1" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(_payload(5, None), folder / "ckpt-000000005.pt")
+    store = Checkpoints.for_run(tmp_path / "run-1", keep=1)
+    with pytest.raises(ForeignFolder):
+        store.claim(new=True)  # a new run never takes a folder with files
+    assert store.latest().counters["updates"] == 5
+    store.claim(new=False)
+    torch.save(_payload(7, None), folder / "ckpt-000000007.pt")  # planted after adoption
+    restarted = Checkpoints.for_run(tmp_path / "run-1", keep=1)
+    assert restarted.latest().counters["updates"] == 5  # adopted; the later one is not ours
+    _save(restarted, 10)
+    assert _names(restarted) == ["ckpt-000000007.pt", "ckpt-000000010.pt"]
+
+
+def test_run_ids_are_unique_across_machines(tmp_path):
+    import re
+
+    names = {RunDir.create(tmp_path / f"host-{n}", "cart").path.name for n in range(20)}
+    assert len(names) == 20  # same name, same second, 20 machines
+    assert all(re.fullmatch(r"cart-\d{8}-\d{6}-[0-9a-f]{6}", name) for name in names)
+
+
+def test_a_named_run_refuses_another_runs_folder_before_ray_starts(tmp_path, capsys):
+    from services.cli.main import main
+
+    storage = tmp_path / "store"
+    Checkpoints(f"{storage}/nightly", run_id="someone-else").claim(new=True)
+    code = main(["train", "--run-id", "nightly", "--address", "ray://nowhere:1",
+                 "--set", f"train.run_root={tmp_path / 'runs'}",
+                 "--set", f"checkpoint.storage={storage}"])  # fmt: skip
+    assert code == 2
+    assert "belongs to run 'someone-else', not to this run ('nightly')" in capsys.readouterr().err
 
 
 def test_s3_storage_keeps_the_last_k_under_the_run_id(s3_bucket):
@@ -171,3 +276,18 @@ def test_a_resume_from_storage_imports_no_module_unless_allowed(tmp_path):
         _resumed(url, [])
     config, _, _ = _resumed(url, [], allow_env_import=True)
     assert config.env.id == "evil_module:Env-v0"  # imported only when the run starts
+
+
+def test_a_named_run_continues_from_its_newest_checkpoint_with_the_same_env_only(tmp_path):
+    from services.cli.train import _named
+
+    runs = tmp_path / "runs"
+    config, latest, run_path = _named("nightly", None, [f"train.run_root={runs}"])
+    assert latest is None and run_path == runs / "nightly"  # the first time: a new run
+    store = Checkpoints.for_run(run_path)
+    learner = {"model": {"w": torch.zeros(3)}, "version": 4}
+    store.save(learner, {"frames": 40, "updates": 4}, config.to_dict())
+    _, latest, _ = _named("nightly", None, [f"train.run_root={runs}"])
+    assert latest.counters["updates"] == 4  # run again: continued
+    with pytest.raises(ConfigError, match=r"--run-id nightly: that run trains env=.*CartPole"):
+        _named("nightly", None, [f"train.run_root={runs}", "env.id=Pendulum-v1"])

@@ -228,7 +228,7 @@ def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(
     finally:
         proc.kill()
     stopped = [json.loads(line) for line in metrics.read_text().splitlines()]
-    (checkpoint,) = (run_dir / "checkpoints").iterdir()  # the final one, taken on SIGTERM
+    (checkpoint,) = (run_dir / "checkpoints").glob("ckpt-*")  # the final one, on SIGTERM
     assert checkpoint.name == f"ckpt-{len(stopped):09d}.pt"
 
     frames = stopped[-1][M.FRAMES]
@@ -245,6 +245,53 @@ def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(
     assert after[0][M.FRAMES] == frames + 256 and after[-1][M.FRAMES] >= frames + 20 * 256
     assert after[0][M.POLICY_VERSION] > stopped[-1][M.POLICY_VERSION]
     assert after[0][M.WALL_TIME] > stopped[-1][M.WALL_TIME]
+
+
+@pytest.mark.ray
+@pytest.mark.subprocess
+def test_a_job_whose_driver_was_killed_continues_from_its_last_checkpoint_when_run_again(
+    ray_cluster, troupe_cmd, cli_env, tmp_path
+):
+    """A lost head, as the job sees it: its driver SIGKILLed mid-run (no final checkpoint).
+    The same command run again (a resubmitted job, a KubeRay retry) continues run `nightly`
+    from its newest checkpoint in checkpoint.storage; at most one checkpoint interval is
+    trained again, and the metrics go back to the checkpoint."""
+    storage = tmp_path / "store"
+    cmd = [
+        *troupe_cmd, "train", "--run-id", "nightly", "--address", ray_cluster, "--no-progress",
+        "--set", "actors.envs_per_actor=8", "--set", "train.eval_interval_s=0",
+        "--set", "train.target_return=null", "--set", "checkpoint.every_updates=10",
+        "--set", f"checkpoint.storage={storage}", "--set", f"train.run_root={tmp_path / 'runs'}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [*cmd, "--set", "train.total_frames=10000000"],
+        env=cli_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        run_dir = _run_dir(proc.stdout.readline())
+        assert run_dir == tmp_path / "runs" / "nightly"
+        deadline = time.monotonic() + 120
+        while len(list((storage / "nightly").glob("ckpt-*.pt"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        time.sleep(0.5)  # a few updates past the checkpoint
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if line.endswith("}")]  # fmt: skip
+    newest = max(storage.glob("nightly/ckpt-*.pt"))
+    saved = int(newest.stem.split("-")[1])
+    assert 20 <= saved <= logged[-1][M.UPDATES] <= saved + 10
+
+    again = _run([*cmd, "--set", f"train.total_frames={(saved + 20) * 256}"], cli_env)
+    assert again.returncode == 0, again.stderr
+    frames = saved * 256  # 8 envs x 32 steps per update
+    assert f"resuming {run_dir} from {newest.name} ({frames:,} frames" in again.stdout
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r[M.UPDATES] for r in records] == list(range(1, len(records) + 1))
+    assert records[saved][M.FRAMES] == frames + 256 and records[-1][M.FRAMES] >= frames + 20 * 256
 
 
 @pytest.mark.slow

@@ -81,6 +81,7 @@ def test_every_config_section_is_frozen():
         ("learner.normalize_advantages=1", "learner.normalize_advantages=1 is invalid"),
         ("learner.gamma=0", "learner.gamma=0.0 is invalid"),
         ("learner.device=tpu", "learner.device='tpu' is invalid"),
+        ("learner.device=cuda:99", "learner.device='cuda:99' is invalid"),
         ("learner.model.hidden_sizes=[]", "learner.model.hidden_sizes"),
         ("train.total_frames=-1", "train.total_frames=-1 is invalid"),
         ("train.target_streak=0", "train.target_streak=0 is invalid"),
@@ -190,3 +191,66 @@ def test_values_that_would_fail_after_ray_started_are_refused_first(override, me
         load_config(None, [override])
     assert message in str(err.value)
     assert "pw" not in str(err.value)  # a URL's password is never echoed
+
+
+# --- JSON Schema ----------------------------------------------------------------------------
+
+
+def _schema_errors(data) -> list[str]:
+    import jsonschema
+
+    from services.config_schema import run_config_schema
+
+    validator = jsonschema.Draft202012Validator(run_config_schema())
+    return [error.message for error in validator.iter_errors(data)]
+
+
+def test_configs_schema_json_is_current():
+    from services.config_schema import schema_text
+
+    path = ROOT / "configs" / "schema.json"
+    assert path.read_text() == schema_text(), "run: troupe schema > configs/schema.json"
+
+
+def test_every_shipped_config_and_the_defaults_pass_the_schema():
+    import yaml
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert "# yaml-language-server: $schema=schema.json" in path.read_text(), path
+        assert _schema_errors(yaml.safe_load(path.read_text())) == [], path
+    assert _schema_errors(load_config(None, []).to_dict()) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "schema_says"),
+    [
+        ("actors.envs_per_actor=65537", "65537 is greater than the maximum of 65536"),
+        ("learner.model.hidden_sizes=[64, 100000]", "100000 is greater than the maximum"),
+        ("algo.mode=fast", "'fast' is not one of ['sync', 'async']"),
+        ("learner.lr=fast", "'fast' is not of type 'number'"),
+    ],
+)
+def test_the_schema_refuses_what_loading_refuses(override, schema_says):
+    """An editor and `troupe train` agree: a value the schema flags is a config error too."""
+    import yaml
+
+    key, _, text = override.partition("=")
+    data = load_config(None, []).to_dict()
+    *path, field = key.split(".")
+    node = data
+    for part in path:
+        node = node[part]
+    node[field] = yaml.safe_load(text)
+    assert any(schema_says in message for message in _schema_errors(data)), _schema_errors(data)
+    with pytest.raises(ConfigError):
+        load_config(None, [override])
+
+
+def test_the_schema_refuses_unknown_keys_and_describes_fields():
+    from services.config_schema import run_config_schema
+
+    data = load_config(None, []).to_dict()
+    data["learner"]["lrr"] = 0.001
+    assert any("'lrr' was unexpected" in m for m in _schema_errors(data))
+    learner = run_config_schema()["$defs"]["LearnerConfig"]["properties"]
+    assert learner["device"]["description"].startswith("'auto'")

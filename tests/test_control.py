@@ -177,6 +177,7 @@ RUNS = [
     "lunar-20261123-130000",
     "lunar2-20261123-130000",
     "x-20261123-130000-20261124-010203",
+    "mujoco-20261203-101010-0a9f3c",
 ]
 
 
@@ -191,6 +192,7 @@ def test_a_unique_name_resolves_to_its_run():
     assert resolve_run("cartpole", ["a-20260101-000000", "cartpole-20261123-124812-3"]) == (
         "cartpole-20261123-124812-3"
     )
+    assert resolve_run("mujoco", RUNS) == "mujoco-20261203-101010-0a9f3c"
     # A name that itself ends in a timestamp-like part.
     assert resolve_run("x-20261123-130000", RUNS) == "x-20261123-130000-20261124-010203"
 

@@ -192,9 +192,15 @@ def test_ray_up_starts_a_token_protected_head(cluster):
     assert _http(f"{cluster.dashboard}/api/jobs/")[0] == 401
     assert _http(f"{cluster.dashboard}/api/jobs/", token="wrong")[0] in (401, 403)
     assert _http(f"{cluster.dashboard}/api/jobs/", token=launcher.token)[0] == 200
-    # `troupe serve` is up on the head, reached through `ray attach -p`.
+    # `troupe serve` is up on the head, reached through `ray attach -p`; killed, it is back
+    # within seconds.
     code, text = _http(f"{cluster.serve}/status")
     assert code == 200 and json.loads(text)["runs"] == [], text
+    before = launcher.exec("pgrep -f 'bin/[t]roupe serve'").split()
+    launcher.exec("pkill -9 -f 'bin/[t]roupe serve'")
+    _until(lambda: _http(f"{cluster.serve}/status")[0] == 200, 60, "troupe serve to be back")
+    after = launcher.exec("pgrep -f 'bin/[t]roupe serve'").split()
+    assert len(after) == 1 and after != before
 
 
 def test_autoscaling_follows_the_actor_count_and_survives_a_lost_host(cluster):
@@ -317,7 +323,7 @@ def test_autoscaling_follows_the_actor_count_and_survives_a_lost_host(cluster):
     counts = [r[M.ACTORS_LIVE] for r in records]
     changes = [c for i, c in enumerate(counts) if i == 0 or c != counts[i - 1]]
     assert changes[0] == 1 and changes[-1] == 1 and 3 in changes, changes
-    newest = max(p.name for p in (run_dir / "checkpoints").iterdir())
+    newest = max(p.name for p in (run_dir / "checkpoints").glob("ckpt-*"))
     assert newest == f"ckpt-{len(records):09d}.pt"  # the stop left a final checkpoint
 
 

@@ -163,11 +163,16 @@ def test_troupe_plot_of_a_run_without_metrics_exits_2(tmp_path, capsys):
 
 
 def _events(run_dir: Path) -> list:
-    """Every Event in the run's one TensorBoard file, read through TFRecord framing:
-    uint64 length, uint32 length CRC, data, uint32 data CRC (little-endian)."""
+    """Every Event in the run's one TensorBoard file."""
+    [file] = run_dir.glob("events.out.tfevents.*")
+    return events_in(file)
+
+
+def events_in(file: Path) -> list:
+    """Every Event in a TensorBoard file, read through TFRecord framing: uint64 length,
+    uint32 length CRC, data, uint32 data CRC (little-endian)."""
     from tensorboardX.proto.event_pb2 import Event
 
-    [file] = run_dir.glob("events.out.tfevents.*")
     data = file.read_bytes()
     events, pos = [], 0
     while pos < len(data):

@@ -274,7 +274,7 @@ def test_a_run_id_is_registered_once_per_cluster(ray_cluster):
     try:
         assert resolve_run("dup", list_runs()) == "dup-20261123-000000"
         with pytest.raises(RunConflict, match="already registered"):
-            spawn_control("dup-20261123-000000", "dup", "/tmp/y", 2)
+            spawn_control("dup-20261123-000000", "dup", "/tmp/y", 2, wait_s=1.0)
         run_id, handle = find_run("dup")
         assert run_id == "dup-20261123-000000"
         assert scale_run(handle, 3)["metrics"][M.ACTORS_TARGET] == 3
@@ -528,6 +528,37 @@ def test_a_graph_that_cannot_be_built_leaves_plain_rounds(
     assert {x[M.COMPILED_ROUND] for x in run.read_metrics()} == {0}
     assert caplog.text.count("no compiled graph for these actors") == 1
     assert "no shared memory here" in caplog.text
+
+
+def test_past_the_buffer_budget_a_run_goes_on_with_plain_rounds(
+    ray_cluster, tmp_path, monkeypatch, caplog
+):
+    """Ray keeps a torn-down graph's channel buffers: once torn-down graphs have left more
+    than the budget behind, the run builds no more and says why, once. (A budget of one
+    byte: the first graph is built, the second not.)"""
+    from services.training import compiled
+
+    monkeypatch.setattr(compiled, "BUFFERS_LEFT_BUDGET", 1)
+    config = _small_config(tmp_path)
+    run = RunDir.create(tmp_path, config.name)
+    rounds = []
+
+    def close_after_3(record):  # as an actor replaced would: the graph is torn down
+        rounds.append(record[M.COMPILED_ROUND])
+        if len(rounds) == 3:
+            run_parts_compiled[0].close()
+
+    run_parts_compiled = []
+    original = compiled.CompiledRounds.__init__
+
+    def keep(self, parts):
+        original(self, parts)
+        run_parts_compiled.append(self)
+
+    monkeypatch.setattr(compiled.CompiledRounds, "__init__", keep)
+    assert train(config, run, on_update=close_after_3).frames == 640
+    assert rounds[:3] == [1, 1, 1] and set(rounds[3:]) == {0}
+    assert caplog.text.count("ray-project/ray#43836") == 1
 
 
 def _held_config(tmp_path, *overrides: str):

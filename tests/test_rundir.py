@@ -29,6 +29,27 @@ def test_each_metrics_line_is_written_through_and_a_resumed_run_appends(tmp_path
     assert [r[M.FRAMES] for r in run.read_metrics()] == [8, 16, 24]
 
 
+def test_a_rewind_drops_what_was_logged_past_the_checkpoint(tmp_path):
+    """A run killed 3 updates past its checkpoint (the last line cut mid-write) continues
+    from it: its metrics go back to that update, and TensorBoard hides the later steps."""
+    from tests.test_plot import events_in
+
+    run = RunDir.create(tmp_path, "killed")
+    for updates in range(1, 6):
+        run.log({M.UPDATES: updates, M.FRAMES: 8 * updates})
+    run.close()
+    with open(run.path / "metrics.jsonl", "a") as out:
+        out.write('{"updates": 6, "fra')
+    again = RunDir(run.path)
+    again.rewind(updates=2, frames=16)
+    again.log({M.UPDATES: 3, M.FRAMES: 24})
+    again.close()
+    assert [r[M.UPDATES] for r in again.read_metrics()] == [1, 2, 3]
+    events = [e for file in run.path.glob("events.*") for e in events_in(file)]
+    purges = [e.step for e in events if e.HasField("session_log")]
+    assert purges == [17]  # steps from 17 frames on, before this event, are hidden
+
+
 def test_config_and_model_round_trip(tmp_path):
     run = RunDir.create(tmp_path, "rt")
     config = load_config(None, ["learner.lr=1e-3"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _run_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: 1 to 128 ASCII letters, digits, '.', '-' and '_', not starting with '.' "
+            "(it names the run directory and the checkpoint folder)"
+        )
+    return text
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -71,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR|URL",
         help="continue a run from its latest readable checkpoint (its config, plus --set): "
         "its run directory, or STORAGE_URL/RUN_ID if that is lost",
+    )
+    train.add_argument(
+        "--run-id",
+        type=_run_id,
+        help="a fixed run id (default: NAME-TIME-RANDOM): names the run directory under "
+        "train.run_root and the checkpoint folder under checkpoint.storage. If that run has a "
+        "checkpoint, it continues from the newest: a job run again after its driver or head "
+        "node was lost picks up where it stopped",
     )
     train.add_argument(
         "--allow-env-import",
@@ -96,8 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="PNG path (default: RUN_DIR/learning_curve.png)")
     plot.set_defaults(func=_plot)
 
+    schema = sub.add_parser(
+        "schema",
+        help="the run config's JSON Schema, for editors (configs/schema.json holds it)",
+    )
+    schema.set_defaults(func=_schema)
+
     add_commands(sub)
     return parser
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from services.config_schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ def _resumed(target: str, overrides: Sequence[str], allow_env_import: bool = Fal
         url = target.rstrip("/")
         parent, _, run_id = url.rpartition("/")
         options = load_config(None, overrides).checkpoint.storage_options
-        store = Checkpoints(url, storage_options=options)
+        store = Checkpoints(url, storage_options=options, run_id=run_id)
         latest = store.latest()
         if latest is None:
             raise ConfigError(f"--resume {target}: no readable checkpoint there")
@@ -62,17 +62,53 @@ def _resumed(target: str, overrides: Sequence[str], allow_env_import: bool = Fal
         latest = store.latest()
         if latest is None:
             raise ConfigError(f"--resume {target}: no readable checkpoint in {store.location}")
-    store.check()  # it will be written to: read-only credentials fail now, not at every save
+    store.claim(new=False)  # refused if another run owns it; unwritable fails now
     return config, latest, run_path
+
+
+def _named(run_id: str, config_file: str | None, overrides: Sequence[str]):
+    """(config, newest checkpoint or None, run directory) of `--run-id RUN_ID`: the run of
+    that id under train.run_root (its checkpoints under checkpoint.storage when set). Run
+    again, it continues from its newest checkpoint with the config given now, which must
+    train the same env and model."""
+    from services.config import load_config
+    from services.storage.checkpoints import Checkpoints
+
+    config = load_config(config_file, overrides)
+    run_path = (Path(config.train.run_root).expanduser() / run_id).resolve()
+    ckpt = config.checkpoint
+    store = Checkpoints.for_run(run_path, ckpt.storage, ckpt.keep, ckpt.storage_options)
+    latest = store.latest()
+    if latest is not None:
+        given, saved = config.to_dict(), latest.config
+        for key in ("env", "learner.model"):
+            now, then = _section(given, key), _section(saved, key)
+            if now != then:
+                raise ConfigError(
+                    f"--run-id {run_id}: that run trains {key}={then}, this config {key}={now}; "
+                    "give the new config another --run-id, or the old one's values"
+                )
+    store.claim(new=False)
+    return config, latest, run_path
+
+
+def _section(data, dotted: str):
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def run_train(args: argparse.Namespace) -> int:
     from services.config import load_config
 
     # Validate before the heavy imports (torch, Ray): a typo answers in well under a second.
-    resume_from = None
+    resume_from = run_path = None
+    if args.resume and args.run_id:
+        raise ConfigError("--run-id names a run to start or continue; --resume names its own")
     if args.resume:
         config, resume_from, run_path = _resumed(args.resume, args.set or (), args.allow_env_import)
+    elif args.run_id:
+        config, resume_from, run_path = _named(args.run_id, args.config, args.set or ())
     else:
         config = load_config(args.config, args.set or ())
 
@@ -85,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
     from services.training.sampling import ActorFailures
 
     ckpt = config.checkpoint
-    if not args.resume and ckpt.storage is not None:
+    if run_path is None and ckpt.storage is not None:
         # Fail now, not after the first checkpoint's worth of training.
         Checkpoints(ckpt.storage, storage_options=ckpt.storage_options).check()
 
@@ -105,9 +141,12 @@ def run_train(args: argparse.Namespace) -> int:
             # run, which saves a final checkpoint and stops its actors. (Set after connecting:
             # ray.init installs a handler that dumps a stack trace and dies.)
             signal.signal(signal.SIGTERM, TERMINATION.handler)
-            if resume_from is not None:
+            if run_path is not None:
                 run_path.mkdir(parents=True, exist_ok=True)
                 run_dir = RunDir(run_path)
+            else:
+                run_dir = RunDir.create(config.train.run_root, config.name)
+            if resume_from is not None:
                 counters = resume_from.counters
                 print(
                     f"troupe: resuming {run_dir.path} from {resume_from.name} "
@@ -115,7 +154,6 @@ def run_train(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             else:
-                run_dir = RunDir.create(config.train.run_root, config.name)
                 print(f"troupe: run directory {run_dir.path}", flush=True)
             result = train(config, run_dir, on_update, resume=resume_from)
     except ConnectionError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 import ray
@@ -53,20 +54,31 @@ class _ControlActor(RunControl):
         return target
 
 
-def spawn_control(run_id: str, name: str, run_dir: str, actors: int):
+NAME_RELEASE_S = 10.0
+"""How long a run waits for its id to be free: the run's earlier driver, killed (a lost job
+rerun at once), leaves its control actor registered until Ray has noticed it died."""
+
+
+def spawn_control(
+    run_id: str, name: str, run_dir: str, actors: int, wait_s: float = NAME_RELEASE_S
+):
     """Register a run; fails if a run with this id is already on the cluster. The actor
     belongs to the driver, so it ends with the run (and with `troupe stop`). It lives on the
     driver's node, which an autoscaler never removes while the driver runs."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     cls = ray.remote(num_cpus=0, max_restarts=0)(_ControlActor)
-    try:
-        return cls.options(name=run_id, namespace=NAMESPACE, scheduling_strategy=here).remote(
-            run_id, name, run_dir, actors
-        )
-    except ValueError as err:
-        raise RunConflict(
-            f"a run named {run_id!r} is already registered on this cluster ({err})"
-        ) from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return cls.options(name=run_id, namespace=NAMESPACE, scheduling_strategy=here).remote(
+                run_id, name, run_dir, actors
+            )
+        except ValueError as err:
+            if time.monotonic() >= deadline:
+                raise RunConflict(
+                    f"a run named {run_id!r} is already registered on this cluster ({err})"
+                ) from None
+            time.sleep(0.5)
 
 
 def list_runs() -> list[str]:
@@ -78,11 +90,16 @@ def list_runs() -> list[str]:
     )
 
 
+STAMPED = r"-\d{8}-\d{6}(-[0-9a-f]{6}|-\d+)?"
+"""What `RunDir.create` appends to a config's name: date, time and a random part (`-N` in
+runs started before it had one)."""
+
+
 def resolve_run(ref: str, runs: list[str]) -> str:
     """A run id from `ref`: the exact id, or a config name that one running run has."""
     if ref in runs:
         return ref
-    by_name = [r for r in runs if re.fullmatch(re.escape(ref) + r"-\d{8}-\d{6}(-\d+)?", r)]
+    by_name = [r for r in runs if re.fullmatch(re.escape(ref) + STAMPED, r)]
     if len(by_name) == 1:
         return by_name[0]
     if by_name:

@@ -7,6 +7,8 @@ import dataclasses
 import io
 import json
 import logging
+import math
+import secrets
 import time
 import typing
 from pathlib import Path
@@ -48,23 +50,29 @@ class RunDir:
     """Files of one run. Metrics are appended and flushed line by line, so a run that dies
     keeps every update it logged."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, new: bool = False) -> None:
         self.path = Path(path)
+        self.new = new
+        """Made by `create` for a new run (a fresh id), not an existing run's directory."""
         self._metrics = None
         self._events = None
         self.lost_lines = 0
         """Update lines that could not be written (metrics.jsonl or TensorBoard)."""
+        self._purge_from: int | None = None
 
     @classmethod
     def create(cls, root: str | Path, name: str) -> RunDir:
+        """A new run directory `NAME-YYYYmmdd-HHMMSS-XXXXXX` under `root`. Its name is the run's
+        id, which also names its checkpoint folder in shared storage: the random part keeps
+        it unique across machines that start runs of one name in the same second."""
         root = Path(root).expanduser()
         root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for n in range(1000):
-            path = root / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+        for _ in range(100):
+            path = root / f"{name}-{stamp}-{secrets.token_hex(3)}"
             try:
                 path.mkdir()
-                return cls(path)
+                return cls(path, new=True)
             except FileExistsError:
                 continue
         raise RuntimeError(f"could not create a run directory under {root}")
@@ -91,6 +99,20 @@ class RunDir:
             )
         return from_dict(data)
 
+    def rewind(self, updates: int, frames: int) -> None:
+        """Go back to a checkpoint taken after `updates` updates (`frames` frames): the run
+        died past it, and what it logged since is retrained. metrics.jsonl keeps its lines up
+        to there (rewritten whole or not at all); TensorBoard is told to hide the later steps
+        (a purge event, as tensorboardX's `purge_step`). Call before `open_logs`."""
+        file = self.path / METRICS_FILE
+        if file.is_file():
+            lines = file.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _updates_of(line) <= updates]
+            if len(kept) < len(lines):
+                write_atomic(file, "".join(kept).encode())
+                log.info("%s: %d lines past the checkpoint dropped", file, len(lines) - len(kept))
+        self._purge_from = frames + 1
+
     def open_logs(self) -> None:
         """Open metrics.jsonl and the TensorBoard event file. A run does it before its clock
         starts: tensorboardX imports torch (over a second), which would otherwise be counted
@@ -99,6 +121,11 @@ class RunDir:
             self._metrics = open(self.path / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
             FileWriter, self._summary = _tensorboard()
             self._events = FileWriter(str(self.path), flush_secs=5)
+            if self._purge_from is not None:
+                from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+                start = SessionLog(status=SessionLog.START)
+                self._events.add_event(Event(step=self._purge_from, session_log=start))
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one update's figures to metrics.jsonl, and its numbers to the TensorBoard
@@ -162,6 +189,15 @@ class RunDir:
             self._metrics.close()
             self._events.close()
             self._metrics = self._events = None
+
+
+def _updates_of(line: str) -> float:
+    """The update count of a metrics line; a cut last line (the run died writing it) counts
+    as past every checkpoint."""
+    try:
+        return json.loads(line)[M.UPDATES]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _missing_fields(cls: type, data: Any, prefix: str = "") -> list[str]:

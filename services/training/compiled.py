@@ -15,6 +15,13 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
 """How long a live actor may take to say whether it is still sampling."""
 
+BUFFERS_LEFT_BUDGET = 512 * 2**20
+"""Bytes of channel buffers a run may leave behind in the object store by tearing graphs
+down. Ray does not free a compiled graph's channel buffers when the graph is torn down
+(ray-project/ray#43836): each lives until the process that wrote it ends, so every rebuild
+(an actor replaced, a resize) leaves the surviving learner's and actors' buffers in the
+store. Past this budget the run goes on with plain rounds."""
+
 
 class RoundFailed(RuntimeError):
     """A compiled round gave no update: it is run the plain way (see `CompiledRounds`)."""
@@ -58,6 +65,11 @@ class CompiledRounds:
         self._graph = None
         self._members: tuple | None = None  # (learner handle, actor ids) of the graph
         self._unbuildable: tuple | None = None  # members whose graph failed to build
+        self.buffers_left = 0
+        """Bytes of channel buffers that torn-down graphs left in the object store (an
+        estimate: see `BUFFERS_LEFT_BUDGET`)."""
+        self._buffers = 0  # those of the graph built last
+        self._over_budget = False
 
     def round(self, actors: list) -> dict | None:
         """The round's update statistics, None when no actor delivered a segment (their
@@ -116,9 +128,18 @@ class CompiledRounds:
         if self._graph is not None and _same(members, self._members):
             return
         self.close()
-        if _same(members, self._unbuildable):
+        if _same(members, self._unbuildable) or self._over_budget:
             raise NoGraph()
-        from ray.dag import InputNode, MultiOutputNode
+        if self.buffers_left >= BUFFERS_LEFT_BUDGET:
+            self._over_budget = True
+            log.warning(
+                "compiled graphs were torn down and built again and again (actors replaced "
+                "or resized): Ray keeps a torn-down graph's channel buffers "
+                "(ray-project/ray#43836), ~%d MiB now; the run goes on with plain actor calls",
+                self.buffers_left // 2**20,
+            )
+            raise NoGraph()
+        from ray.dag import DAGContext, InputNode, MultiOutputNode
 
         learner = self.run.learner.handle
         with InputNode() as start:
@@ -136,11 +157,18 @@ class CompiledRounds:
             )
             raise NoGraph() from err
         self._members = members
+        # Channels: the input, the weights, a segment and a receipt per actor, the stats;
+        # each a ring of `max_inflight_executions` buffers. (A ring of one would hold a tenth,
+        # but Ray 2.60 then fails to wake readers at teardown once a channel has grown past
+        # its first buffer: Pong's weights hung the run's end.)
+        ctx = DAGContext.get_current()
+        self._buffers = (3 + 2 * len(actors)) * ctx.buffer_size_bytes * ctx.max_inflight_executions
 
     def close(self) -> None:
         """Tear the graph down (the actors and the learner live on)."""
         graph, self._graph, self._members = self._graph, None, None
         if graph is not None:
+            self.buffers_left += self._buffers
             try:
                 graph.teardown()
             except Exception as err:  # a member already dead: nothing left to stop

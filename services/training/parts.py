@@ -57,6 +57,7 @@ class RunParts:
         self._frames_before, self._wall_before = self.counters.frames, self.counters.wall_time_s
         ckpt = config.checkpoint
         store = Checkpoints.for_run(run_dir.path, ckpt.storage, ckpt.keep, ckpt.storage_options)
+        store.claim(new=run_dir.new)  # another run's folder: refused before any Ray work
         self.checkpoints = CheckpointSchedule(config, store, self.counters)
         self.evaluator = Evaluator(config)
         self.returns: deque[float] = deque(maxlen=config.train.return_window)
@@ -75,6 +76,8 @@ class RunParts:
                 )
             )
             self.fleet = ActorFleet(self._spawn_actor, config.actors.num_actors, self.counters)
+            if not run_dir.new:  # a run that died past its checkpoint logged beyond it
+                run_dir.rewind(self.counters.updates, self.counters.frames)
             run_dir.open_logs()  # while the learner and actors start
         except BaseException:
             self.close("failed")
