@@ -291,3 +291,54 @@ def test_a_named_run_continues_from_its_newest_checkpoint_with_the_same_env_only
     assert latest.counters["updates"] == 4  # run again: continued
     with pytest.raises(ConfigError, match=r"--run-id nightly: that run trains env=.*CartPole"):
         _named("nightly", None, [f"train.run_root={runs}", "env.id=Pendulum-v1"])
+
+
+def test_a_continued_run_finds_unwritable_storage_at_once(tmp_path, monkeypatch):
+    store = Checkpoints.for_run(tmp_path / "run-1")
+    store.claim(new=True)
+
+    def read_only(path, value, **kwargs):
+        raise PermissionError(13, "Access Denied")
+
+    again = Checkpoints.for_run(tmp_path / "run-1")
+    monkeypatch.setattr(again.fs, "pipe_file", read_only)
+    with pytest.raises(StorageError, match="cannot be written: .*Access Denied"):
+        again.claim(new=False)  # its own folder: still checked before training
+
+
+def test_adoption_ignores_the_temp_file_of_an_interrupted_write(tmp_path):
+    folder = tmp_path / "run-1" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(_payload(5, None), folder / "ckpt-000000005.pt")
+    (folder / ".ckpt-000000010.pt.4242.ab12cd34.tmp").write_bytes(b"half a write")
+    Checkpoints.for_run(tmp_path / "run-1").claim(new=False)
+    assert Checkpoints.for_run(tmp_path / "run-1").latest().counters["updates"] == 5
+
+
+def test_a_storage_error_while_pruning_is_retried_at_the_next_save(tmp_path, monkeypatch):
+    old = Checkpoints.for_run(tmp_path / "run-1", keep=1)
+    old.claim(new=True)
+    _save(old, 5)
+    store = Checkpoints.for_run(tmp_path / "run-1", keep=1)  # a restart: 5 not yet known
+    real, calls = store.fs.cat_file, []
+
+    def flaky(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise ConnectionError("network down")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(store.fs, "cat_file", flaky)
+    _save(store, 10)  # could not tell whose 5 is: left for now
+    assert _names(store) == ["ckpt-000000005.pt", "ckpt-000000010.pt"]
+    _save(store, 15)
+    assert _names(store) == ["ckpt-000000015.pt"]
+
+
+def test_a_resume_from_another_runs_folder_says_so_before_reading_it(tmp_path):
+    from services.cli.train import _resumed
+
+    url = _planted_run(tmp_path)  # a folder of run "run-1"
+    Checkpoints(url.replace("run-1", "run-2"), run_id="someone").claim(new=True)
+    with pytest.raises(ForeignFolder, match="belongs to run 'someone', not to this run"):
+        _resumed(url.replace("run-1", "run-2"), [])

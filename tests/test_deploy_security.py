@@ -118,7 +118,10 @@ def test_aws_access_stack_limits_ssh_and_the_head_role():
     assert (ssh["FromPort"], ssh["ToPort"], ssh["CidrIp"]) == (22, 22, {"Ref": "SshCidr"})
     between = resources["BetweenNodes"]["Properties"]
     assert between["SourceSecurityGroupId"] == between["GroupId"]  # the group's own members
-    assert "0.0.0.0/0" not in (DEPLOY / "aws-access.yaml").read_text().replace("never 0.0", "")
+    pattern = stack["Parameters"]["SshCidr"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "203.0.113.7/32") and re.fullmatch(pattern, "10.0.0.0/8")
+    for everyone in ("0.0.0.0/0", "1.2.3.4/0", "0.0.0.0/1", "10.0.0.0/7", "1.2.3.4/33"):
+        assert not re.fullmatch(pattern, everyone), everyone
     statements = _statements()
     for statement in statements.values():
         actions = (
@@ -134,9 +137,15 @@ def test_aws_access_stack_limits_ssh_and_the_head_role():
     assert objects.endswith(":s3:::${CheckpointBucket}/${CheckpointPrefix}/*")
     listing = statements["ListTheCheckpointPrefix"]["Condition"]["StringLike"]["s3:prefix"]
     assert listing == [{"Fn::Sub": "${CheckpointPrefix}/*"}]
+    own_nodes = {"ec2:ResourceTag/ray-cluster-name": {"Ref": "ClusterName"}}
     stop = statements["AutoscalerStopsOnlyThisClustersNodes"]
-    assert stop["Condition"]["StringEquals"] == {
-        "ec2:ResourceTag/ray-cluster-name": {"Ref": "ClusterName"}
+    assert stop["Condition"]["StringEquals"] == own_nodes
+    # The tag that grant goes by can be set at launch, or on the cluster's own nodes: never
+    # on another instance, which would make it stoppable.
+    tagging = [s for s in statements.values() if "ec2:CreateTags" in str(s["Action"])]
+    assert {str(s["Condition"]["StringEquals"]) for s in tagging} == {
+        str({"ec2:CreateAction": "RunInstances"}),
+        str(own_nodes),
     }
     outputs = stack["Outputs"]
     assert set(outputs) == {"SecurityGroupId", "HeadInstanceProfileArn"}

@@ -34,6 +34,7 @@ def _resumed(target: str, overrides: Sequence[str], allow_env_import: bool = Fal
         parent, _, run_id = url.rpartition("/")
         options = load_config(None, overrides).checkpoint.storage_options
         store = Checkpoints(url, storage_options=options, run_id=run_id)
+        store.verify(new=False)  # another run's folder: refused before anything is read
         latest = store.latest()
         if latest is None:
             raise ConfigError(f"--resume {target}: no readable checkpoint there")
@@ -59,10 +60,11 @@ def _resumed(target: str, overrides: Sequence[str], allow_env_import: bool = Fal
         config = load_config(config_file, overrides)
         ckpt = config.checkpoint
         store = Checkpoints.for_run(run_path, ckpt.storage, ckpt.keep, ckpt.storage_options)
+        store.verify(new=False)
         latest = store.latest()
         if latest is None:
             raise ConfigError(f"--resume {target}: no readable checkpoint in {store.location}")
-    store.claim(new=False)  # refused if another run owns it; unwritable fails now
+    store.claim(new=False)  # unwritable storage fails now, not at every save
     return config, latest, run_path
 
 
@@ -78,6 +80,7 @@ def _named(run_id: str, config_file: str | None, overrides: Sequence[str]):
     run_path = (Path(config.train.run_root).expanduser() / run_id).resolve()
     ckpt = config.checkpoint
     store = Checkpoints.for_run(run_path, ckpt.storage, ckpt.keep, ckpt.storage_options)
+    store.claim(new=False)  # refused if another run owns it; unwritable fails now
     latest = store.latest()
     if latest is not None:
         given, saved = config.to_dict(), latest.config
@@ -88,7 +91,6 @@ def _named(run_id: str, config_file: str | None, overrides: Sequence[str]):
                     f"--run-id {run_id}: that run trains {key}={then}, this config {key}={now}; "
                     "give the new config another --run-id, or the old one's values"
                 )
-    store.claim(new=False)
     return config, latest, run_path
 
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import ray
+from ray.exceptions import ActorAlreadyExistsError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from learner import metrics as M
@@ -73,7 +74,7 @@ def spawn_control(
             return cls.options(name=run_id, namespace=NAMESPACE, scheduling_strategy=here).remote(
                 run_id, name, run_dir, actors
             )
-        except ValueError as err:
+        except ActorAlreadyExistsError as err:
             if time.monotonic() >= deadline:
                 raise RunConflict(
                     f"a run named {run_id!r} is already registered on this cluster ({err})"

@@ -40,6 +40,7 @@ FOLDER = "checkpoints"
 OWNER_FILE = ".troupe-run"
 """The owner marker: `{"run_id": ...}`."""
 PROBE_FILE = ".troupe-write-test"
+TEMP = re.compile(r"\.ckpt-\d{9}\.pt\..+\.tmp")
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,34 @@ class Checkpoints:
             ) from None
 
     def claim(self, new: bool) -> None:
-        """Make the folder this run's, or refuse it (`ForeignFolder`) before any training is
-        spent on it. A `new` run (a fresh run id) takes only an empty folder: anything there
-        is another run's (one of the same id, or no run's). A run continued by its id (a
-        resume, `--run-id`) takes its own folder, or one from before owner markers that holds
-        only checkpoints, which it adopts. Checks that the storage can be written, too."""
+        """Make the folder this run's, or refuse it (`ForeignFolder`, see `verify`) before
+        any training is spent on it. Checks that the storage can be written, too."""
+        adopted = self.verify(new)
+        self.check()  # it will be written to: read-only credentials fail now
+        if adopted is None:
+            return  # ours already
+        marker = {"run_id": self.run_id, "adopted": adopted}
+        try:
+            self.fs.pipe_file(self._marker_path, json.dumps(marker).encode())
+        except Exception as err:
+            raise StorageError(f"cannot write {self._url(self._marker_path)}: {err}") from None
+        if adopted:
+            log.info("run %s adopts its checkpoint folder %s", self.run_id, self.location)
+
+    def verify(self, new: bool) -> list[str] | None:
+        """Raise `ForeignFolder` unless this run may write here, reading only. A `new` run (a
+        fresh run id) takes only an empty folder: anything there is another run's (one of
+        the same id, or no run's). A run continued by its id (a resume, `--run-id`) takes its
+        own folder, or one from before owner markers that holds only checkpoints, which it
+        adopts. Returns None for a folder already this run's, else the files it would adopt
+        (none for an empty folder)."""
         if self.run_id is None:
-            raise ValueError("claim() needs the run id these checkpoints are of")
+            raise ValueError("verify() needs the run id these checkpoints are of")
         marker = self._marker()
-        entries = [posixpath.basename(p.rstrip("/")) for p in self._ls()]
-        entries = [name for name in entries if name != PROBE_FILE]
-        owner = marker.get("run_id") if marker is not None else None
-        if marker is not None and (new or owner != self.run_id):
+        if marker is not None:
+            owner = marker.get("run_id")
+            if not new and owner == self.run_id:
+                return None
             whose = (
                 f"another run {owner!r}"
                 if new
@@ -146,8 +163,10 @@ class Checkpoints:
                 "one. Continue that run by its own id (--resume, --run-id), or give this one "
                 "another checkpoint.storage or run id"
             )
-        if marker is not None:
-            return
+        # A leftover write probe, or the temp file of an interrupted local write
+        # (`files.write_atomic`), is nobody's data.
+        entries = [posixpath.basename(p.rstrip("/")) for p in self._ls()]
+        entries = [e for e in entries if e != PROBE_FILE and not TEMP.fullmatch(e)]
         if entries and (new or not all(NAME.fullmatch(name) for name in entries)):
             raise ForeignFolder(
                 f"checkpoint folder {self.location} is not empty ({', '.join(sorted(entries)[:5])}"
@@ -155,14 +174,7 @@ class Checkpoints:
                 "write into (or prune) a folder it did not make. Point checkpoint.storage "
                 "elsewhere, or empty that folder"
             )
-        self.check()
-        marker = {"run_id": self.run_id, "adopted": sorted(entries)}
-        try:
-            self.fs.pipe_file(self._marker_path, json.dumps(marker).encode())
-        except Exception as err:
-            raise StorageError(f"cannot write {self._url(self._marker_path)}: {err}") from None
-        if entries:
-            log.info("run %s adopts its checkpoint folder %s", self.run_id, self.location)
+        return sorted(entries)
 
     @property
     def _marker_path(self) -> str:
@@ -216,7 +228,7 @@ class Checkpoints:
             for old in [p for p in self.paths() if self._is_ours(p)][: -self.keep]:
                 self.fs.rm_file(old)
                 self._owner.pop(old, None)
-        except OSError as err:  # the new one is saved; old ones linger until the next save
+        except (OSError, UnsafeTorch) as err:  # the new one is saved; old ones linger
             log.warning("could not delete old checkpoints in %s: %s", self.location, err)
         return self._url(path)
 
@@ -226,9 +238,11 @@ class Checkpoints:
         its to delete."""
         if path not in self._owner:
             try:
-                self._owner[path] = self._owned(path, self._parse(self.fs.cat_file(path)))
-            except FileNotFoundError:
+                data = self.fs.cat_file(path)  # another storage error: asked again next save
+            except FileNotFoundError:  # deleted since listed
                 return False
+            try:
+                self._owner[path] = self._owned(path, self._parse(data))
             except UnsafeTorch:
                 raise
             except Exception:  # unreadable: a torn write, ours or anyone's; left alone

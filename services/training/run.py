@@ -64,9 +64,11 @@ def train(
     files go to `run_dir`. `on_update` sees each update's metrics line. A run that fails or is
     stopped (SIGTERM) saves a final checkpoint first."""
     spaces = check_run(config)
-    run_dir.write_config(config)
     spawned = time.perf_counter()
     run = RunParts(config, run_dir, spaces, resume, on_update)
+    # Once the run holds its id on the cluster: a second driver of the same run id is
+    # refused (RunConflict) before it touches the live run's files.
+    run_dir.write_config(config)
     state = "failed"
     try:
         # Wait for the processes to be up (imports, env construction), so the training clock
