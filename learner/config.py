@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from learner.schedules import SCHEDULES
+
 
 class ConfigError(ValueError):
     """A configuration value out of range; the message names the field and what is allowed."""
@@ -120,11 +122,16 @@ class LearnerConfig:
     """Weight of the value loss in the total loss."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (subtracted from the total loss)."""
+    entropy_schedule: Literal["constant", "linear"] = "constant"
+    """'linear' decays entropy_coef to 0 over the run's frames, as `lr_schedule`."""
     normalize_advantages: bool = False
     """Standardise advantages over each update's batch."""
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"
     lr: float = 7e-4
-    """Learning rate."""
+    """Learning rate (at the start, with `lr_schedule: linear`)."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """'linear' decays the learning rate to 0 over the run's frames (train.total_frames), as
+    rl-baselines3-zoo's `lin_` values; 'constant' keeps it."""
     optimizer_eps: float = 1e-5
     """Epsilon of RMSprop/Adam."""
     rmsprop_alpha: float = 0.99
@@ -151,6 +158,10 @@ class LearnerConfig:
     reward_scale: float = 1.0
     """Rewards are multiplied by this in the learner (e.g. 0.1 for large per-step rewards);
     reported episode returns stay unscaled."""
+    normalize_rewards: bool = False
+    """Scale rewards by the running standard deviation of each env's discounted return
+    (gamma), clipped to +-10: SB3's VecNormalize(norm_reward=True), computed in the learner
+    over every actor's envs (`learner.reward_norm`). Reported returns stay unscaled."""
     clip_rewards: bool = False
     """Train on the sign of each reward (-1, 0, 1), the Atari convention that puts every game
     on one scale; applied before reward_scale. Reported episode returns stay unclipped."""
@@ -176,6 +187,9 @@ class LearnerConfig:
             "one of 'rmsprop', 'adam'",
         )
         require(0 < self.lr < 1, "learner.lr", self.lr, "a number in (0, 1), e.g. 7e-4")
+        for name in ("lr_schedule", "entropy_schedule"):
+            value = getattr(self, name)
+            require(value in SCHEDULES, f"learner.{name}", value, "one of 'constant', 'linear'")
         require(self.optimizer_eps > 0, "learner.optimizer_eps", self.optimizer_eps, "a number > 0")
         require(
             0 < self.rmsprop_alpha < 1,

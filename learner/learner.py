@@ -14,29 +14,13 @@ from learner import metrics as M
 from learner.batch import Batch, Evaluated, Samples, Targets
 from learner.config import LearnerConfig
 from learner.core import PolicyWeights, Segment, SegmentError
+from learner.device import resolve_device
 from learner.losses import A2CLoss, a2c_loss, total_loss
 from learner.model import build_model, state_to_numpy
 from learner.optim import Optimizer
 from learner.returns import gae_advantages, nstep_returns, vtrace
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when this process sees a GPU, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"learner.device={name!r} but this process sees no CUDA device; "
-            "use 'auto' or 'cpu', or run the learner on a GPU node"
-        )
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise RuntimeError(
-            f"learner.device={name!r} but this process sees {torch.cuda.device_count()} CUDA "
-            "device(s): use 'cuda'"
-        )
-    return device
-
+from learner.reward_norm import ReturnScaler
+from learner.schedules import scheduled
 
 _LOSS_STATS = (
     M.LOSS_POLICY,
@@ -70,8 +54,17 @@ class Learner:
         observation_space: gym.Space,
         action_space: gym.Space,
         seed: int = 0,
+        horizon_frames: int = 0,
     ) -> None:
+        """`horizon_frames`: the run's frames, over which linear schedules (`lr_schedule`,
+        `entropy_schedule`) decay to 0; needed only by those."""
         self.config = config
+        if "linear" in (config.lr_schedule, config.entropy_schedule) and horizon_frames <= 0:
+            raise ValueError("a linear lr or entropy schedule needs horizon_frames > 0")
+        self.horizon_frames = horizon_frames
+        self.frames = 0
+        """Frames of the segments trained on so far: where the schedules stand."""
+        self.return_scaler = ReturnScaler(config.gamma) if config.normalize_rewards else None
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
             torch.set_num_threads(config.num_threads or max(1, math.ceil(config.num_cpus)))
@@ -117,6 +110,8 @@ class Learner:
             "skipped_updates": self.skipped_updates,
             "rejected_segments": self.rejected_segments,
             "stale_segments": self.stale_segments,
+            "frames": self.frames,
+            "return_norm": self.return_scaler.state() if self.return_scaler else None,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -128,6 +123,9 @@ class Learner:
         self.skipped_updates = int(state["skipped_updates"])
         self.rejected_segments = int(state["rejected_segments"])
         self.stale_segments = int(state.get("stale_segments", 0))  # not in older checkpoints
+        self.frames = int(state.get("frames", 0))  # nor this
+        if self.return_scaler is not None and state.get("return_norm"):
+            self.return_scaler.load_state(state["return_norm"])
         torch.set_rng_state(state["torch_rng"])
         self._weights = None
 
@@ -185,7 +183,7 @@ class Learner:
         batch = Batch.collate(segments, self.device)
         self._sync()
         collated = time.perf_counter()
-        rewards = self._rewards(batch)
+        rewards = self._rewards(batch, segments)
         self._update_obs_norm(batch)  # before the forward pass, which normalises with it
         evaluated = self._evaluate(batch)
         targets = self._targets(batch, rewards, evaluated)
@@ -198,17 +196,27 @@ class Learner:
             returns=samples.returns,
             weights=samples.rhos if self.config.vtrace else None,
         )
-        total = total_loss(
-            loss=loss, value_coef=self.config.value_coef, entropy_coef=self.config.entropy_coef
-        )
+        cfg, done, horizon = self.config, self.frames, self.horizon_frames
+        entropy_coef = scheduled(cfg.entropy_schedule, cfg.entropy_coef, done, horizon)
+        self.optimizer.lr = scheduled(cfg.lr_schedule, cfg.lr, done, horizon)
+        total = total_loss(loss=loss, value_coef=cfg.value_coef, entropy_coef=entropy_coef)
         grad_norm = self._step(total)
+        self.frames += sum(s.frames for s in segments)
         stats = {**self._loss_stats(loss, total, grad_norm, samples), **lag}
+        stats.update({M.LR: self.optimizer.lr, M.ENTROPY_COEF: entropy_coef})
         return {**stats, **self._batch_stats(segments, rejections, start, collated)}
 
-    def _rewards(self, batch: Batch) -> torch.Tensor:
-        """[T, B] the rewards trained on: their signs with `clip_rewards`, then scaled by
-        `reward_scale`. (Reported episode returns are the segments' own, untouched.)"""
+    def _rewards(self, batch: Batch, segments: Sequence[Segment]) -> torch.Tensor:
+        """[T, B] the rewards trained on: scaled by the return's running std with
+        `normalize_rewards`, their signs with `clip_rewards`, then scaled by `reward_scale`.
+        (Reported episode returns are the segments' own, untouched.)"""
         rewards = batch.rewards
+        if self.return_scaler is not None:  # per actor: each keeps its envs' returns
+            scaled = [
+                self.return_scaler.scale(s.actor_id, s.rewards, s.terminated | s.truncated, s.valid)
+                for s in segments
+            ]
+            rewards = torch.as_tensor(np.concatenate(scaled, axis=1), device=rewards.device)
         if self.config.clip_rewards:
             rewards = torch.sign(rewards)
         if self.config.reward_scale != 1.0:
@@ -328,7 +336,7 @@ class Learner:
         return {
             M.LOSS_POLICY: loss.policy_loss.item(),
             M.LOSS_VALUE: loss.value_loss.item(),
-            M.LOSS_ENTROPY: -self.config.entropy_coef * loss.entropy_loss.item(),
+            M.LOSS_ENTROPY: loss.entropy_loss.item(),  # H itself, as the other loss terms
             M.LOSS_TOTAL: total.item(),
             M.ENTROPY: loss.entropy_loss.item(),
             M.GRAD_NORM: grad_norm.item(),

@@ -43,9 +43,18 @@ UPDATES = _metric("perf/updates", "Learner updates", COUNTER, status=True)
 POLICY_VERSION = _metric("policy/version", "Version of the newest policy weights", status=True)
 LOSS_POLICY = _metric("loss/policy", "Policy-gradient loss of the last update", status=True)
 LOSS_VALUE = _metric("loss/value", "Value loss of the last update", status=True)
-LOSS_ENTROPY = _metric("loss/entropy", "Entropy loss term of the last update", status=True)
+LOSS_ENTROPY = _metric(
+    "loss/entropy",
+    "Entropy term of the last update: the mean policy entropy H, unscaled (the total "
+    "subtracts entropy_coef x H)",
+    status=True,
+)
 ENTROPY = _metric("policy/entropy", "Mean policy entropy of the last batch", status=True)
 GRAD_NORM = _metric("policy/grad_norm", "Gradient norm before clipping", status=True)
+LR = _metric("learner/lr", "Learning rate of the last update (learner.lr_schedule)")
+ENTROPY_COEF = _metric(
+    "learner/entropy_coef", "Entropy coefficient of the last update (learner.entropy_schedule)"
+)
 EPISODE_RETURN = _metric(
     "rollout/episode_return", "Mean return of recent training episodes", status=True
 )

@@ -16,12 +16,19 @@ class LearnerActor:
     their ObjectRefs; `update` returns (stats, weights) as two objects so the driver can hand
     the weights' ref to every actor without fetching them."""
 
-    def __init__(self, config: LearnerConfig, observation_space, action_space, seed: int) -> None:
+    def __init__(
+        self,
+        config: LearnerConfig,
+        observation_space,
+        action_space,
+        seed: int,
+        horizon_frames: int = 0,
+    ) -> None:
         # Imported here, in the learner's own process: `learner.remote` stays light (no
         # torch) for the processes that only spawn learners or read their config.
         from learner.learner import Learner
 
-        self.learner = Learner(config, observation_space, action_space, seed)
+        self.learner = Learner(config, observation_space, action_space, seed, horizon_frames)
         self._publish_s = 0.0
 
     @ray.method(enable_task_events=False)  # called every update: see RolloutActor.sample
@@ -75,9 +82,12 @@ def gpus_for(config: LearnerConfig) -> float:
     return 1.0
 
 
-def spawn_learner(config: LearnerConfig, observation_space, action_space, seed: int):
-    """Start the learner actor with the resources its config asks for."""
+def spawn_learner(
+    config: LearnerConfig, observation_space, action_space, seed: int, horizon_frames: int = 0
+):
+    """Start the learner actor with the resources its config asks for. `horizon_frames`:
+    the run's frames, for linear schedules."""
     cls = ray.remote(max_restarts=0)(LearnerActor)
     return cls.options(num_cpus=config.num_cpus, num_gpus=gpus_for(config)).remote(
-        config, observation_space, action_space, seed
+        config, observation_space, action_space, seed, horizon_frames
     )

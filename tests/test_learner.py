@@ -14,7 +14,8 @@ from actors.envs import env_spaces
 from learner import metrics as M
 from learner.batch import Batch
 from learner.config import LearnerConfig, ModelConfig
-from learner.learner import Learner, resolve_device
+from learner.device import resolve_device
+from learner.learner import Learner
 from tests.conftest import make_segment, sample_segments
 
 SPACES = env_spaces(EnvConfig())
@@ -305,7 +306,7 @@ def test_losses_of_a_hand_computed_batch(gae_lambda, advantages):
     assert stats[M.LOSS_VALUE] == pytest.approx((adv**2).mean())
     assert stats[M.LOSS_POLICY] == pytest.approx(log2 * adv.mean())
     assert stats[M.ENTROPY] == pytest.approx(log2)
-    assert stats[M.LOSS_ENTROPY] == pytest.approx(-0.1 * log2)
+    assert stats[M.LOSS_ENTROPY] == pytest.approx(log2)  # H itself: unscaled, unnegated
     total = log2 * adv.mean() + 0.5 * (adv**2).mean() - 0.1 * log2
     assert stats[M.LOSS_TOTAL] == pytest.approx(total)
     assert learner.version == 1

@@ -530,6 +530,18 @@ def test_a_graph_that_cannot_be_built_leaves_plain_rounds(
     assert "no shared memory here" in caplog.text
 
 
+def test_a_linear_lr_schedule_and_reward_scaling_run_and_are_checkpointed(ray_cluster, tmp_path):
+    config = _small_config(
+        tmp_path, "learner.lr_schedule=linear", "learner.lr=1e-3", "learner.normalize_rewards=true"
+    )
+    run = RunDir.create(tmp_path, config.name)
+    train(config, run)
+    lines = run.read_metrics()  # 10 updates of 64 frames, 640 in all
+    assert [x[M.LR] for x in lines] == pytest.approx([1e-3 * (1 - n / 10) for n in range(10)])
+    state = Checkpoints.for_run(run.path).latest().learner
+    assert state["frames"] == 640 and 0 < state["return_norm"]["count"] <= 640
+
+
 def test_past_the_buffer_budget_a_run_goes_on_with_plain_rounds(
     ray_cluster, tmp_path, monkeypatch, caplog
 ):

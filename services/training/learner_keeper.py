@@ -56,7 +56,8 @@ class LearnerKeeper:
         self._handle = self._spawn(state)
 
     def _spawn(self, state: dict[str, Any] | None):
-        handle = spawn_learner(self.config.learner, *self.spaces, self.config.seed)
+        config = self.config
+        handle = spawn_learner(config.learner, *self.spaces, config.seed, config.train.total_frames)
         if state is not None:
             handle.load_state.remote(state)
         self._weights = handle.get_weights.remote()
