@@ -212,11 +212,8 @@ class Learner:
         (Reported episode returns are the segments' own, untouched.)"""
         rewards = batch.rewards
         if self.return_scaler is not None:  # per actor: each keeps its envs' returns
-            scaled = [
-                self.return_scaler.scale(s.actor_id, s.rewards, s.terminated | s.truncated, s.valid)
-                for s in segments
-            ]
-            rewards = torch.as_tensor(np.concatenate(scaled, axis=1), device=rewards.device)
+            scaled = self.return_scaler.scale_all(segments)
+            rewards = torch.as_tensor(scaled, device=rewards.device)
         if self.config.clip_rewards:
             rewards = torch.sign(rewards)
         if self.config.reward_scale != 1.0:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from learner.config import ModelConfig
+from learner.moments import Moments, merge
 from learner.spaces import check_spaces
 from learner.torsos import build_torso, orthogonal
 
@@ -41,13 +42,11 @@ class ObsNormalizer(nn.Module):
         if x.shape[0] == 0:
             return
         x = x.reshape(x.shape[0], -1).double()
-        n, mean, var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        spread = self.var * self.count + var * n + delta**2 * self.count * n / total
-        self.var.copy_(spread / total)
-        self.count.copy_(total)
+        batch = Moments(x.shape[0], x.mean(0), x.var(0, unbiased=False))
+        merged = merge(Moments(self.count, self.mean, self.var), batch)
+        self.mean.copy_(merged.mean)
+        self.var.copy_(merged.var)
+        self.count.copy_(merged.count)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + OBS_NORM_EPS)

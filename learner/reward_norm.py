@@ -2,43 +2,21 @@
 Stable-Baselines3's VecNormalize(norm_reward=True) does, computed where every env's stream
 arrives: in the learner. Each (actor, env) keeps its running discounted return; the variance
 of those returns over every env of every actor is one set of running moments (Chan et al.'s
-parallel merge, the same as the observation statistics'), so the scale is the same for all
+parallel merge, `learner.moments`, as the observation statistics'), so the scale is the same for all
 actors by construction, and it is saved in the learner's state (checkpoints, restarts)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import numpy as np
+
+from learner.core import Segment
+from learner.moments import Moments, merge, moments_of
 
 RETURN_NORM_EPS = 1e-8
 RETURN_NORM_CLIP = 10.0
 """VecNormalize's defaults: epsilon inside the square root, and the clip of scaled rewards."""
-
-
-class Moments(NamedTuple):
-    """Running count, mean and (population) variance of a stream of numbers."""
-
-    count: float
-    mean: float
-    var: float
-
-
-def merge(a: Moments, b: Moments) -> Moments:
-    """The moments of two streams together, from each one's (Chan et al.): merging the
-    moments of parts equals the moments of the whole."""
-    total = a.count + b.count
-    if total == 0:
-        return a
-    delta = b.mean - a.mean
-    mean = a.mean + delta * b.count / total
-    spread = a.var * a.count + b.var * b.count + delta**2 * a.count * b.count / total
-    return Moments(total, mean, spread / total)
-
-
-def moments_of(x: np.ndarray) -> Moments:
-    x = np.asarray(x, dtype=np.float64).ravel()
-    return Moments(float(x.size), float(x.mean()), float(x.var())) if x.size else Moments(0, 0, 1)
 
 
 class ReturnScaler:
@@ -71,6 +49,13 @@ class ReturnScaler:
         self.moments = merge(self.moments, moments_of(seen))
         scaled = rewards / np.sqrt(self.moments.var + RETURN_NORM_EPS)
         return np.clip(scaled, -self.clip, self.clip).astype(rewards.dtype)
+
+    def scale_all(self, segments: Sequence[Segment]) -> np.ndarray:
+        """[T, sum B] every segment's rewards scaled, concatenated along the env axis in
+        segment order (as `Batch.collate` lays them out)."""
+        scaled = [self.scale(s.actor_id, s.rewards, s.terminated | s.truncated, s.valid)
+                  for s in segments]  # fmt: skip
+        return np.concatenate(scaled, axis=1)
 
     def state(self) -> dict:
         """The moments (what every actor's rewards are scaled by). The per-env returns are

@@ -342,3 +342,13 @@ def test_a_resume_from_another_runs_folder_says_so_before_reading_it(tmp_path):
     Checkpoints(url.replace("run-1", "run-2"), run_id="someone").claim(new=True)
     with pytest.raises(ForeignFolder, match="belongs to run 'someone', not to this run"):
         _resumed(url.replace("run-1", "run-2"), [])
+
+
+@pytest.mark.parametrize("bad", ["../escape", ".hidden", "a b", "x" * 129, ""])
+def test_a_bad_run_id_is_refused_naming_the_flag(bad, capsys):
+    from services.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--run-id", bad])
+    assert exit_.value.code == 2
+    assert "--run-id" in capsys.readouterr().err

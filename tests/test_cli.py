@@ -270,11 +270,16 @@ def test_a_job_whose_driver_was_killed_continues_from_its_last_checkpoint_when_r
     try:
         run_dir = _run_dir(proc.stdout.readline())
         assert run_dir == tmp_path / "runs" / "nightly"
-        deadline = time.monotonic() + 120
-        while len(list((storage / "nightly").glob("ckpt-*.pt"))) < 2:
+        metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + 120
+
+        def past_a_second_checkpoint() -> bool:  # logged beyond it, so the rewind has work
+            saved = sorted((storage / "nightly").glob("ckpt-*.pt"))
+            lines = metrics.read_text().count("\n") if metrics.exists() else 0
+            return len(saved) >= 2 and lines > int(saved[-1].stem.split("-")[1])
+
+        while not past_a_second_checkpoint():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.2)
-        time.sleep(0.5)  # a few updates past the checkpoint
+            time.sleep(0.05)
         proc.kill()
         proc.wait(timeout=30)
     finally:

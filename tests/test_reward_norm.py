@@ -11,7 +11,8 @@ from actors.envs import env_spaces
 from learner import metrics as M
 from learner.config import LearnerConfig
 from learner.learner import Learner
-from learner.reward_norm import RETURN_NORM_EPS, Moments, ReturnScaler, merge, moments_of
+from learner.moments import Moments, merge, moments_of
+from learner.reward_norm import RETURN_NORM_EPS, ReturnScaler
 from tests.conftest import sample_segments
 
 SPACES = env_spaces(EnvConfig())
