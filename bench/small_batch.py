@@ -35,7 +35,12 @@ SETTINGS = {
     # name: (config, overrides, SB3's (env id, envs, steps, zoo extras), frames scale)
     "cartpole-16x5": ("configs/cartpole.yaml", SMALL, ("CartPole-v1", 16, 5, False), 1),
     "pendulum-8x8": ("configs/pendulum.yaml", [], ("Pendulum-v1", 8, 8, True), 1),
-    "cartpole-large": ("configs/cartpole.yaml", [], ("CartPole-v1", 128, 16, False), 10),
+    "cartpole-large": (
+        "configs/cartpole.yaml",
+        ["actors.envs_per_actor=64"],
+        ("CartPole-v1", 128, 16, False),
+        10,
+    ),
 }
 VARIANTS = {
     "cartpole-16x5": {

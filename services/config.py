@@ -23,6 +23,8 @@ import dacite
 from actors.config import ActorConfig, EnvConfig
 from learner.config import ConfigError, LearnerConfig, require
 from services.config_limits import check_bounds, flat_types, read_yaml
+from services.tracking.config import LoggingConfig
+from services.tune.config import TuneConfig
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self) -> None:
         if self.learner.vtrace is None:  # on where the policies differ: async mode

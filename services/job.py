@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a fixed run id: the job, submitted again (or retried by KubeRay) after its "
         "driver or head was lost, continues from that run's newest checkpoint",
     )
+    parser.add_argument(
+        "--tune", action="store_true", help="a search of the config's tune: section"
+    )
     args = parser.parse_args(argv)
 
     from services.config import load_config
@@ -46,9 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.set)
     if not Path(root).expanduser().is_absolute():
         overrides.append(f"train.run_root={(JOB_HOME / root).expanduser()}")
-    argv = ["train", "--address", os.environ.get("RAY_ADDRESS", "auto"), "--no-progress"]
-    if args.config:
-        argv += ["--config", args.config]
+    address = os.environ.get("RAY_ADDRESS", "auto")
+    if args.tune and args.run_id:
+        print("troupe: --run-id names one run; a search (--tune) names its trials", file=sys.stderr)
+        return 2
+    if args.tune:
+        argv = ["tune", args.config or "", "--address", address]
+    else:
+        argv = ["train", "--address", address, "--no-progress"]
+        if args.config:
+            argv += ["--config", args.config]
     if args.run_id:
         argv += ["--run-id", args.run_id]
     for item in overrides:

@@ -26,6 +26,10 @@ def pytest_configure(config) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     os.environ.pop("RAY_ADDRESS", None)
+    # Before MuJoCo is imported anywhere (it picks its GL backend then): headless rendering.
+    from actors.video import HEADLESS_GL
+
+    os.environ.setdefault("MUJOCO_GL", HEADLESS_GL)
 
 
 LANE_MARKS = ("ray", "subprocess", "slow", "launcher")

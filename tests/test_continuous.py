@@ -13,6 +13,7 @@ from actors.policy import ActorPolicy
 from actors.rollout import RolloutWorker
 from learner import metrics as M
 from learner.config import ConfigError, LearnerConfig, ModelConfig
+from learner.core import PolicyWeights
 from learner.learner import Learner
 from learner.model import ObsNormalizer
 
@@ -113,6 +114,44 @@ def test_observation_statistics_travel_with_the_weights():
     np.testing.assert_allclose(worker.policy.act_greedy(obs), expected, rtol=1e-6)
     # Without normalisation nothing extra travels (older checkpoints stay loadable).
     assert not any(k.startswith("obs_norm") for k in _learner().get_weights().params)
+
+
+def test_observation_statistics_merge_actors_resume_and_evaluate_as_trained(tmp_path):
+    """Two actors' segments fold into one set of statistics equal to one stream over all their
+    observations; a learner restored from the saved state continues them; an evaluation that
+    loads only the saved weights (as `troupe eval` in a new process) normalises as training did."""
+    from actors.evaluate import evaluate
+
+    learner = _learner(normalize_obs=True)
+    workers = [_worker(learner, actor_id=i) for i in (0, 1)]
+    first = [w.sample() for w in workers]
+    learner.update(first)
+    seen = np.concatenate([s.obs[:-1].reshape(-1, 3) for s in first])
+    norm = learner.model.obs_norm
+    np.testing.assert_allclose(norm.mean.numpy(), seen.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(norm.var.numpy(), seen.var(0), rtol=1e-5)
+
+    torch.save(learner.state(), tmp_path / "state.pt")
+    resumed = _learner(normalize_obs=True)
+    resumed.load_state(torch.load(tmp_path / "state.pt", weights_only=False))
+    assert resumed.model.obs_norm.count == 64
+    second = [w.sample() for w in workers]
+    resumed.update(second)
+    seen = np.concatenate([seen, *(s.obs[:-1].reshape(-1, 3) for s in second)])
+    assert resumed.model.obs_norm.count == 128
+    np.testing.assert_allclose(resumed.model.obs_norm.mean.numpy(), seen.mean(0), rtol=1e-6)
+
+    weights = resumed.get_weights()
+    np.savez(tmp_path / "model.npz", **weights.params)
+    params = dict(np.load(tmp_path / "model.npz"))
+    fresh = ActorPolicy(resumed.config.model, *env_spaces(PENDULUM), seed=0)
+    fresh.load(PolicyWeights(version=weights.version, params=params))
+    obs = np.random.default_rng(2).normal(3.0, 2.0, size=(6, 3)).astype(np.float32)
+    with torch.no_grad():
+        trained = resumed.model(torch.from_numpy(obs))[0][:, :1].numpy()
+    np.testing.assert_allclose(fresh.act_greedy(obs), trained, rtol=1e-5, atol=1e-6)
+    returns = evaluate(PENDULUM, resumed.config.model, weights, 2, seed=5)
+    assert returns.shape == (2,) and np.isfinite(returns).all()
 
 
 def test_an_unbounded_box_is_refused():

@@ -581,3 +581,23 @@ def test_a_job_upload_leaves_out_secrets(path):
     from ray._private.thirdparty.pathspec import PathSpec
 
     assert PathSpec.from_lines("gitwildmatch", jobs.EXCLUDES).match_file(path)
+
+
+def test_a_search_job_runs_troupe_tune_of_its_config(captured_train, tmp_path):
+    text = "name: cart\ntune:\n  params:\n    learner.lr: loguniform(1e-4, 1e-2)\n"
+    config = _config(tmp_path, text)
+    assert job.main(["--config", str(config), "--tune"]) == 0
+    [argv] = captured_train
+    assert argv[:4] == ["tune", str(config), "--address", "auto"]
+    assert _sets(argv) == [f"train.run_root={tmp_path / 'home' / 'troupe' / 'runs'}"]
+    assert job.main(["--config", str(config), "--tune", "--run-id", "x"]) == 2
+
+
+def test_submit_tune_checks_the_search_and_sends_its_entrypoint(tmp_path, monkeypatch):
+    config = _config(tmp_path / "configs")
+    command = jobs.entrypoint(config, [], tmp_path, tune=True)
+    assert shlex.split(command) == [
+        "python", "-m", "services.job", "--config", "configs/cart.yaml", "--tune"
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="nothing to search"):
+        jobs.submit(str(config), [], "http://127.0.0.1:1", str(tmp_path), tune=True)

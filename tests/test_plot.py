@@ -25,6 +25,7 @@ RECORDS = [
         M.FRAMES: 300,
         M.FPS: 70.0,
         M.EPISODE_RETURN: 12.5,
+        M.EPISODE_LENGTH: 13.0,
         M.EVAL_RETURN: 20.0,
         M.ACTORS_LIVE: 3,
         M.UPDATES: 3,
@@ -41,6 +42,7 @@ RECORDS = [
         M.FRAMES: 500,
         M.FPS: 80.0,
         M.EPISODE_RETURN: 45.0,
+        M.EPISODE_LENGTH: 46.0,
         M.EVAL_RETURN: 90.0,
         M.ACTORS_LIVE: 1,
         M.UPDATES: 5,
@@ -74,11 +76,14 @@ def figures(monkeypatch) -> list[Figure]:
 # --- plot_run ---------------------------------------------------------------------------------
 
 
-def test_plot_draws_returns_throughput_and_actors_against_frames(tmp_path, figures):
+def test_plot_draws_returns_lengths_throughput_and_actors_against_frames(tmp_path, figures):
     run = _run_dir(tmp_path, overrides=["train.target_return=100"])
     plot_run(run.path)
     [fig] = figures
-    ax_ret, ax_fps, ax_act = fig.axes
+    ax_ret, ax_len, ax_fps, ax_act = fig.axes
+    [lengths] = ax_len.lines
+    assert list(lengths.get_xdata()) == [300, 500]
+    assert list(lengths.get_ydata()) == [13.0, 46.0]
     training, evaluation, target = ax_ret.lines
     # Updates without a training return yet are left out, not drawn as zero.
     assert list(training.get_xdata()) == [300, 400, 500]
@@ -101,7 +106,7 @@ def test_plot_without_a_target_or_actor_counts(tmp_path, figures):
     run = _run_dir(tmp_path, records)
     plot_run(run.path)
     [fig] = figures
-    ax_ret, _ax_fps = fig.axes  # no twin axis for actors
+    ax_ret, _ax_len, _ax_fps = fig.axes  # no twin axis for actors
     assert len(ax_ret.lines) == 2  # training and evaluation, no target line
 
 
@@ -109,7 +114,7 @@ def test_plot_of_a_run_that_has_not_evaluated_or_finished_an_episode(tmp_path, f
     records = [{M.FRAMES: 64 * i, M.FPS: 10.0 * i, M.EPISODE_RETURN: None} for i in (1, 2)]
     plot_run(_run_dir(tmp_path, records).path)
     [fig] = figures
-    ax_ret, ax_fps = fig.axes
+    ax_ret, _ax_len, ax_fps = fig.axes
     training, evaluation = ax_ret.lines  # drawn empty, not as zeros
     assert list(training.get_xdata()) == list(evaluation.get_xdata()) == []
     [fps] = ax_fps.lines
@@ -209,6 +214,7 @@ def test_each_logged_number_is_a_tensorboard_scalar_stepped_by_frames(tmp_path):
         M.FRAMES,
         M.ACTORS_LIVE,
         M.EPISODE_RETURN,
+        M.EPISODE_LENGTH,
         M.EVAL_RETURN,
         M.UPDATES,
         M.LOSS_POLICY,

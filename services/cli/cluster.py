@@ -14,7 +14,9 @@ from learner import metrics as M
 def _submit(args: argparse.Namespace) -> int:
     from services.cluster import jobs
 
-    job_id = jobs.submit(args.config, args.set or (), args.address, args.working_dir)
+    job_id = jobs.submit(
+        args.config, args.set or (), args.address, args.working_dir, tune=args.tune
+    )
     print(job_id)
     hint = f" --address {args.address}" if args.address else ""
     print(
@@ -181,6 +183,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
     submit.add_argument(
         "--working-dir", default=".", help="folder uploaded with the job (default: .)"
+    )
+    submit.add_argument(
+        "--tune",
+        action="store_true",
+        help="run the config's tune: section as a search (`troupe tune`) instead of one run",
     )
     submit.set_defaults(func=_submit)
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Sequence
 
 from learner.config import ConfigError
+from services.cli import export, tune
 from services.cli.cluster import add_commands
 from services.cli.train import run_train
 from services.cluster.jobs import JobApiError, JobNotFound
-from services.control.run_control import RunConflict, RunNotFound
+from services.config import RunConfig
+from services.control.run_control import RunConflict, RunNotFound, json_safe
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -23,6 +26,8 @@ def _eval(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     config = run.load_config()
     weights = run.load_model()
+    if args.video:
+        return _video(args, config, weights)
     returns = evaluate(
         config.env,
         config.learner.model,
@@ -38,11 +43,48 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video(args: argparse.Namespace, config, weights) -> int:
+    import numpy as np
+
+    from actors.video import record_episodes
+
+    played = record_episodes(
+        config.env,
+        config.learner.model,
+        weights,
+        args.video,
+        args.episodes,
+        seed=args.seed,
+        deterministic=not args.stochastic,
+    )
+    for episode in played:
+        print(f"{episode.file}: {episode.steps} steps, return {episode.episode_return:.2f}")
+    returns = [e.episode_return for e in played]
+    print(
+        f"mean return {np.mean(returns):.2f} +/- {np.std(returns):.2f} over {len(played)} "
+        f"recorded episodes (policy version {weights.version}, {config.env.id})"
+    )
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from services.storage.plot import plot_run
 
     out = plot_run(args.run_dir, args.out)
     print(f"troupe: wrote {out}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from services.storage.runs import scan, table
+
+    rows = scan(args.run_root)
+    if args.json:
+        print(json.dumps([json_safe(row.__dict__) for row in rows], indent=1))
+    elif rows:
+        print(table(rows))
+    else:
+        print(f"troupe: no runs under {args.run_root}")
     return 0
 
 
@@ -107,12 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=_positive, default=20)
     ev.add_argument("--seed", type=_non_negative, default=2024)
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    ev.add_argument(
+        "--video",
+        metavar="DIR",
+        help="record each episode as DIR/ENV-episode-N.mp4 (one env at a time; '.[video]')",
+    )
     ev.set_defaults(func=_eval)
 
     plot = sub.add_parser("plot", help="PNG of a run's learning curve and throughput")
     plot.add_argument("run_dir", help="run directory")
     plot.add_argument("--out", help="PNG path (default: RUN_DIR/learning_curve.png)")
     plot.set_defaults(func=_plot)
+
+    runs = sub.add_parser("runs", help="table of the runs under a run root, finished or not")
+    runs.add_argument(
+        "run_root", nargs="?", default=RunConfig().train.run_root, help="default: %(default)s"
+    )
+    runs.add_argument("--json", action="store_true", help="one JSON object per run")
+    runs.set_defaults(func=_runs)
+
+    export.add_command(sub)
+    tune.add_command(sub)
 
     schema = sub.add_parser(
         "schema",

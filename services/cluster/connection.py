@@ -44,12 +44,15 @@ def cpus_needed(config: RunConfig) -> float:
 
 
 @contextmanager
-def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[bool]:
+def ray_connection(
+    config: RunConfig, address: str | None = None, num_cpus: float = 0.0
+) -> Iterator[bool]:
     """Connect to `address` (or RAY_ADDRESS); with neither, start a local Ray in this process.
 
     The embedded cluster gets as many logical CPUs as the machine has cores, or as the run
-    reserves if that is more: in sync A2C the actors sample while the learner waits and the
-    learner updates while the actors wait, so the reservations never all run at once.
+    reserves (or `num_cpus`, a search's trial) if that is more: in sync A2C the actors sample
+    while the learner waits and the learner updates while the actors wait, so the
+    reservations never all run at once.
     Yields whether the cluster was started here (then it cannot grow), and stops it on exit.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -62,7 +65,7 @@ def ray_connection(config: RunConfig, address: str | None = None) -> Iterator[bo
         cores = os.cpu_count() or 1
         ray.init(
             address="local",
-            num_cpus=max(cores, math.ceil(cpus_needed(config))),
+            num_cpus=max(cores, math.ceil(max(cpus_needed(config), num_cpus))),
             include_dashboard=False,
             logging_level=logging.WARNING,
             _system_config=LOCAL_SYSTEM_CONFIG,

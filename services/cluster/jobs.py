@@ -61,7 +61,9 @@ def client(address: str | None):
         ) from None
 
 
-def entrypoint(config: Path, overrides: Sequence[str], working_dir: Path) -> str:
+def entrypoint(
+    config: Path, overrides: Sequence[str], working_dir: Path, tune: bool = False
+) -> str:
     """The job's command line; `config` becomes relative to the uploaded working dir."""
     config, working_dir = config.resolve(), working_dir.resolve()
     try:
@@ -72,6 +74,8 @@ def entrypoint(config: Path, overrides: Sequence[str], working_dir: Path) -> str
             "read it: run from a folder that holds it, or pass --working-dir"
         ) from None
     args = ["python", "-m", "services.job", "--config", relative.as_posix()]
+    if tune:
+        args.append("--tune")
     for item in overrides:
         args += ["--set", item]
     return shlex.join(args)
@@ -83,14 +87,20 @@ def submit(
     address: str | None,
     working_dir: str = ".",
     submission_id: str | None = None,
+    tune: bool = False,
 ) -> str:
     """Validate the run config here (errors name the field before anything is sent), then
-    submit it; returns the job's submission id."""
+    submit it (`tune`: as a search, `troupe tune` of the config's tune section); returns the
+    job's submission id."""
     run = load_config(config, overrides)
+    if tune:
+        from services.tune.search import check_search
+
+        check_search(run, run.tune, cluster_cpus=None)
     wd = Path(working_dir)
     if not wd.is_dir():
         raise ConfigError(f"--working-dir {working_dir}: no such directory")
-    command = entrypoint(Path(config), overrides, wd)
+    command = entrypoint(Path(config), overrides, wd, tune)
     jobs = client(address)
     try:
         return jobs.submit_job(

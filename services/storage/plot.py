@@ -11,8 +11,8 @@ PLOT_FILE = "learning_curve.png"
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Returns (training and evaluation) and frames/s against frames, live actors beside
-    them; written to `out` (default: RUN_DIR/learning_curve.png)."""
+    """Returns (training and evaluation), training episode lengths and frames/s against
+    frames, live actors beside them; written to `out` (default: RUN_DIR/learning_curve.png)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a cluster node or in CI
@@ -32,7 +32,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         pairs = [(r[M.FRAMES], r[key]) for r in records if r.get(key) is not None]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    fig, (ax_ret, ax_fps) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, (ax_ret, ax_len, ax_fps) = plt.subplots(3, 1, figsize=(8, 9.5), sharex=True)
     ax_ret.plot(*series(M.EPISODE_RETURN), label="training (mean of recent episodes)")
     frames, evals = series(M.EVAL_RETURN)
     ax_ret.plot(frames, evals, "o-", ms=3, label="evaluation")
@@ -41,6 +41,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax_ret.set_ylabel("episode return")
     ax_ret.legend(loc="lower right")
     ax_ret.set_title(f"{run.path.name}: {config.env.id}")
+
+    ax_len.plot(*series(M.EPISODE_LENGTH), c="tab:orange", label="training (mean of recent)")
+    ax_len.set_ylabel("episode length (steps)")
+    ax_len.legend(loc="lower right")
 
     ax_fps.plot(*series(M.FPS), c="tab:green", label="frames/s")
     ax_fps.set_ylabel("frames/s (cumulative)")
@@ -54,7 +58,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax_act.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax_act.legend(loc="lower right")
     ax_fps.legend(loc="lower left")
-    for ax in (ax_ret, ax_fps):
+    for ax in (ax_ret, ax_len, ax_fps):
         ax.grid(alpha=0.3)
 
     out = Path(out) if out is not None else run.path / PLOT_FILE

@@ -17,7 +17,8 @@ from learner import metrics as M
 from services.config import RunConfig
 from services.control.registry import RunLink, spawn_control
 from services.storage.checkpoints import Checkpoint, Checkpoints
-from services.storage.rundir import RunDir
+from services.storage.rundir import MODEL_FILE, RunDir
+from services.tracking.trackers import Trackers, open_trackers
 from services.training.checkpointing import CheckpointSchedule
 from services.training.counters import Counters
 from services.training.evaluation import Evaluator
@@ -65,6 +66,7 @@ class RunParts:
         self.record: dict[str, Any] = {}
         """The last update's metrics line."""
         self.learner = self.fleet = self.link = None
+        self.trackers = Trackers([])
         try:
             self.learner = LearnerKeeper(
                 config, spaces, store, self.counters, resume.learner if resume else None
@@ -79,6 +81,9 @@ class RunParts:
             if not run_dir.new:  # a run that died past its checkpoint logged beyond it
                 run_dir.rewind(self.counters.updates, self.counters.frames)
             run_dir.open_logs()  # while the learner and actors start
+            self.trackers = open_trackers(
+                config.logging, config.to_dict(), run_dir.path.name, run_dir.path
+            )
         except BaseException:
             self.close("failed")
             raise
@@ -125,6 +130,7 @@ class RunParts:
             self.counters.wall_time_s = record[M.WALL_TIME]
             self.run_dir.log(record)
             self.record = record
+        self.trackers.log(record)
         self.checkpoints.maybe_save(self.learner)
         self.on_update(record)
         train = self.config.train
@@ -170,6 +176,8 @@ class RunParts:
         if self.learner is not None and state == "failed":
             self.checkpoints.save(self.learner, final=True)
         self.run_dir.close()
+        model = self.run_dir.path / MODEL_FILE
+        self.trackers.finish(state, model if state == "finished" else None)
         if self.fleet is not None:
             self.fleet.shutdown()
         if self.learner is not None:

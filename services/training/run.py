@@ -15,6 +15,7 @@ from learner.spaces import check_spaces
 from services.config import RunConfig
 from services.storage.checkpoints import Checkpoint
 from services.storage.rundir import RunDir
+from services.tracking.trackers import check_packages
 from services.training.async_loop import train_async
 from services.training.parts import OnUpdate, RunParts
 from services.training.sync_loop import train_sync
@@ -46,11 +47,13 @@ class TrainResult:
 
 
 def check_run(config: RunConfig):
-    """Fail before anything starts if the env is unknown or its spaces are unsupported.
+    """Fail before anything starts if the env is unknown, its spaces are unsupported or a
+    tracker the config names is not installed.
 
     Returns the env's (observation space, action space)."""
     obs_space, act_space = env_spaces(config.env)
     check_spaces(config.learner.model, obs_space, act_space)
+    check_packages(config.logging)
     return obs_space, act_space
 
 

@@ -1,0 +1,1 @@
+"""Experiment trackers beside TensorBoard: Weights & Biases and MLflow (optional extras)."""

@@ -1,0 +1,1 @@
+"""`troupe tune`: hyper-parameter search and population-based training on Ray Tune."""
