@@ -32,6 +32,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def run_tune(args: argparse.Namespace) -> int:
     import ray
 
+    from learner.config import ConfigError
+
+    try:
+        import ray.tune
+    except ImportError as err:
+        raise ConfigError(f"troupe tune needs Ray Tune ({err}): pip install -e '.[tune]'") from None
+
     from services.cluster.connection import ray_connection
     from services.config import load_config
     from services.tune.config import parse_space
