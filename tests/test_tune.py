@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from services.cli import main
 from services.config import load_config
 from services.tune.config import parse_space
 from services.tune.search import check_search
+from tests.envs import CRASHING_ID
 
 SMALL = [
     "actors.num_actors=1",
@@ -179,3 +182,47 @@ def test_pbt_copies_a_better_trials_checkpoint_and_training_goes_on_from_it(
     lines = [json.loads(x) for x in (folder / step["run"] / "metrics.jsonl").open()]
     assert lines[0]["perf/updates"] == step["updates"] + 1
     assert lines[-1]["perf/frames"] > step["frames"]
+
+
+def test_a_failing_trial_ends_alone_and_running_trials_are_runs_troupe_metrics_lists(
+    tmp_path, ray_cluster, capsys
+):
+    """One trial's env crashes on every step past the tenth, so its run ends in an error;
+    the other trial trains to its end, is listed by `troupe metrics` (the registry it reads)
+    while it runs, and is the best."""
+    from services.control.registry import RayRuns
+
+    outcome: dict[str, object] = {}
+
+    def search() -> None:
+        outcome["result"] = _search(
+            tmp_path, ray_cluster, capsys, "--set", "train.total_frames=12800",
+            "--set", "train.max_actor_failures=2",
+            "--param", f"env.id=grid(CartPole-v1,{CRASHING_ID})", "--samples", "1",
+            "--scheduler", "fifo", "--max-concurrent", "2",
+        )  # fmt: skip
+
+    def run() -> None:
+        try:
+            search()
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    listed: set[str] = set()
+    while thread.is_alive():
+        listed |= {s["run"] for s in RayRuns().statuses() if s["state"] == "running"}
+        time.sleep(0.2)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    out, folder = outcome["result"]
+    trials = {t["params"]["env.id"]: t for t in json.loads((folder / "trials.json").read_text())}
+    crashed, good = trials[CRASHING_ID], trials["CartPole-v1"]
+    assert crashed["state"] == "ERROR" and "raised in actor" in crashed["error"], crashed
+    assert good["state"] == "TERMINATED" and good["frames"] == 12800
+    assert Path(good["run_dir"]).name in listed, listed
+    assert crashed["error"].startswith("ActorFailures: ") and "Traceback" not in crashed["error"]
+    assert "ERROR: ActorFailures: " in out
+    assert load_config(folder / "best.yaml", []).env.id == "CartPole-v1"

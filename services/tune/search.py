@@ -28,6 +28,7 @@ from services.tune.trial import (
 )
 
 BEST_FILE, TRIALS_FILE = "best.yaml", "trials.json"
+ERROR_CHARS = 300
 PBT_KEYS = ("learner.", "actors.num_actors", "actors.segment_length", "actors.envs_per_actor")
 """What PBT may perturb: values a run continued from a checkpoint may change (the optimiser,
 loss and return settings, the batch); never the env or the network (`learner.model.*`)."""
@@ -220,8 +221,19 @@ def _row(result, tune_cfg: TuneConfig) -> TrialRow:
         frames=int(metrics.get(tune_key("perf/frames"), 0)),
         wall_time_s=float(metrics.get(tune_key("perf/wall_time_s"), 0.0)),
         run_dir=str(metrics.get(RUN_DIR_KEY, "")),
-        error=str(result.error).splitlines()[0][:200] if result.error else "",
+        error=error_text(result.error) if result.error else "",
     )
+
+
+def error_text(error: BaseException) -> str:
+    """What ended a trial, in one line: the run's own error, not Ray's task wrapper (whose
+    first line names only the trial's process)."""
+    while getattr(error, "cause", None) is not None:  # RayTaskError -> what the task raised
+        error = error.cause
+    text = " ".join(str(error).split("Traceback (most recent call last)")[0].split()).rstrip(":")
+    if len(text) > ERROR_CHARS:
+        text = text[: ERROR_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {text}"
 
 
 def table(result: SearchResult, metric: str) -> str:
