@@ -2,8 +2,9 @@
 A2C trained at them, to run beside troupe on the same machine.
 
 Scores are the zoo's benchmark.md (one trained agent each, deterministic evaluation except
-Atari); hyper-parameters are its hyperparams/a2c.yml (the MuJoCo rows: normalised
-observations, rewards left alone, SB3's defaults otherwise). The zoo's LunarLander-v2 and
+Atari); hyper-parameters are its hyperparams/a2c.yml (the MuJoCo rows: `normalize: true`,
+which the zoo turns into VecNormalize's defaults, observations and rewards both normalised;
+SB3's defaults otherwise). The zoo's LunarLander-v2 and
 MuJoCo -v3 rows stand for gymnasium's LunarLander-v3 and -v5 here.
 """
 
@@ -57,10 +58,14 @@ ZOO_A2C: dict[str, ZooRow] = {
     "Pendulum-v1": ZooRow(
         -163.0, 1_000_000, n_envs=8, norm_obs=True, norm_reward=True, kwargs=_PENDULUM
     ),
-    "HalfCheetah-v5": ZooRow(3041.2, 1_000_000, norm_obs=True),
-    "Hopper-v5": ZooRow(733.5, 1_000_000, norm_obs=True),
+    "HalfCheetah-v5": ZooRow(3041.2, 1_000_000, norm_obs=True, norm_reward=True),
+    "Hopper-v5": ZooRow(733.5, 1_000_000, norm_obs=True, norm_reward=True),
     "Walker2d-v5": ZooRow(
-        None, 1_000_000, norm_obs=True, note="no MuJoCo Walker2d A2C row in the zoo"
+        None,
+        1_000_000,
+        norm_obs=True,
+        norm_reward=True,
+        note="no MuJoCo Walker2d A2C row in the zoo",
     ),
     "ALE/Pong-v5": ZooRow(17.3, 10_000_000),
     "ALE/Breakout-v5": ZooRow(279.8, 10_000_000),
