@@ -107,13 +107,18 @@ def table(results: dict[str, dict[str, list[dict]]]) -> str:
         )  # fmt: skip
         ours_text, ours_s = summary(ours) if ours else ("-", float("nan"))
         theirs_text, theirs_s = summary(theirs) if theirs else ("-", float("nan"))
-        frames = statistics.median(r["frames"] for r in ours) if ours else float("nan")
-        rows.append(
-            f"| {name} | {env} | {max(len(ours), len(theirs))} | {ours_text} | {frames:,.0f} "
-            f"| {ours_s:.0f} | {theirs_text} | {theirs_s:.0f} | {theirs_s / ours_s:.2f} "
-            f"| {zoo} |"
-        )
+        frames = f"{statistics.median(r['frames'] for r in ours):,.0f}" if ours else "-"
+        cells = [
+            name, env, str(max(len(ours), len(theirs))), ours_text, frames, _number(ours_s, 0),
+            theirs_text, _number(theirs_s, 0), _number(theirs_s / ours_s, 2), zoo,
+        ]  # fmt: skip
+        rows.append(f"| {' | '.join(cells)} |")
     return "\n".join(rows)
+
+
+def _number(value: float, digits: int) -> str:
+    """A figure, or '-' where a system did not run."""
+    return "-" if np.isnan(value) else f"{value:.{digits}f}"
 
 
 def main() -> None:
