@@ -45,6 +45,11 @@ class ModelConfig:
     state; with 'gsde' they are those of the exploration matrix's entries, one per (feature,
     action), and the policy's standard deviation in a state follows from them and the state's
     features h: sqrt(sum_f h_f^2 exp(2 log_std_f)) per action (plus a small epsilon)."""
+    ortho_init: bool = True
+    """Initialise every layer orthogonally (torso gain sqrt(2), policy head 0.01, value head
+    1: the OpenAI baselines' and SB3's default); false keeps PyTorch's default init, as
+    rl-baselines3-zoo's gSDE settings ask (`ortho_init=False`). With gSDE the torso's
+    features set the exploration's scale, so the init sets it too."""
     normalize_obs: bool = False
     """Standardise observations with running mean and variance kept by the learner; they
     travel with the weights, so every actor and evaluation normalises the same way."""

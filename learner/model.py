@@ -64,7 +64,8 @@ class ActorCritic(nn.Module):
     torso's (detached) features h: sqrt(h^2 @ exp(2 log_std) + GSDE_EPS) per action (see
     `policy_from_features`).
     Orthogonal initialisation with a small policy-head gain starts the policy near uniform (or
-    near zero mean), the convention of the OpenAI baselines and Stable-Baselines3 A2C.
+    near zero mean), the convention of the OpenAI baselines and Stable-Baselines3 A2C;
+    `ModelConfig.ortho_init` false keeps PyTorch's default init instead.
     """
 
     def __init__(
@@ -92,6 +93,10 @@ class ActorCritic(nn.Module):
             # matrix's entries; otherwise one per action.
             shape = (width, out) if self.gsde else (out,)
             self.log_std = nn.Parameter(torch.full(shape, float(config.log_std_init)))
+        if not config.ortho_init:
+            for layer in self.modules():
+                if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                    layer.reset_parameters()  # PyTorch's own init, as when it was built
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
         if self.torso_kind == "cnn":  # it keeps the image shape and scales uint8 itself

@@ -213,3 +213,22 @@ def test_gsde_trains_its_matrix_of_log_stds_and_refuses_discrete_actions():
         )
     with pytest.raises(ConfigError, match="learner.model.exploration"):
         ModelConfig(exploration="ou")
+
+
+@pytest.mark.parametrize("ortho_init", [True, False])
+def test_ortho_init_false_keeps_pytorchs_default_init(ortho_init):
+    """Orthogonal: zero biases, the policy head's rows orthogonal with norm 0.01. PyTorch's
+    default (the zoo's `ortho_init=False`): uniform weights within 1/sqrt(fan_in), non-zero
+    biases, and a policy head that is no longer near zero."""
+    model = _learner(exploration="gsde", log_std_init=-2.0, ortho_init=ortho_init).model
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(layers) == 6  # two torsos of two layers, two heads
+    head = model.policy_head.weight.detach()
+    if ortho_init:
+        assert all(not layer.bias.detach().any() for layer in layers)
+        torch.testing.assert_close(head @ head.T, 1e-4 * torch.eye(head.shape[0]))
+    else:
+        for layer in layers:
+            bound = 1 / layer.in_features**0.5
+            assert layer.weight.detach().abs().max() <= bound and layer.bias.detach().any()
+        assert head.abs().max() > 0.05
