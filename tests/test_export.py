@@ -22,7 +22,12 @@ from services.storage.rundir import RunDir
 
 CASES = {
     "discrete": ("configs/cartpole.yaml", []),
-    "gaussian": ("configs/pendulum.yaml", ["learner.model.exploration=gaussian"]),
+    # Orthogonal init: its small policy head, sharpened below, keeps greedy actions inside
+    # the action bounds, so they still depend on the observation.
+    "gaussian": (
+        "configs/pendulum.yaml",
+        ["learner.model.exploration=gaussian", "learner.model.ortho_init=true"],
+    ),
     "gsde": ("configs/halfcheetah.yaml", []),
     "pixels": ("configs/pong.yaml", []),
 }
