@@ -194,18 +194,15 @@ def test_a_failing_trial_ends_alone_and_running_trials_are_runs_troupe_metrics_l
 
     outcome: dict[str, object] = {}
 
-    def search() -> None:
-        outcome["result"] = _search(
-            tmp_path, ray_cluster, capsys, "--set", "train.total_frames=12800",
-            "--set", "train.max_actor_failures=2",
-            "--param", f"env.id=grid(CartPole-v1,{CRASHING_ID})", "--samples", "1",
-            "--scheduler", "fifo", "--max-concurrent", "2",
-        )  # fmt: skip
-
     def run() -> None:
         try:
-            search()
-        except BaseException as err:
+            outcome["result"] = _search(
+                tmp_path, ray_cluster, capsys, "--set", "train.total_frames=12800",
+                "--set", "train.max_actor_failures=2",
+                "--param", f"env.id=grid(CartPole-v1,{CRASHING_ID})", "--samples", "1",
+                "--scheduler", "fifo", "--max-concurrent", "2",
+            )  # fmt: skip
+        except BaseException as err:  # re-raised in the test's own thread below
             outcome["error"] = err
 
     thread = threading.Thread(target=run)
