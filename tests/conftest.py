@@ -32,7 +32,8 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("MUJOCO_GL", HEADLESS_GL)
 
 
-LANE_MARKS = ("ray", "subprocess", "slow", "launcher")
+_GPU_DESELECTED = pytest.StashKey[int]()
+LANE_MARKS = ("ray", "subprocess", "slow", "launcher", "gpu")
 """A test with none of these is a unit test (`pytest -m unit`)."""
 
 
@@ -48,6 +49,26 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.subprocess)
         if not any(item.get_closest_marker(mark) for mark in LANE_MARKS):
             item.add_marker(pytest.mark.unit)
+    # GPU tests exist to run on a GPU: where torch sees none they are deselected (not skipped
+    # one by one), and the header says how many and where to run them.
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not _cuda_available():
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+        config.stash[_GPU_DESELECTED] = len(gpu)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_report_collectionfinish(config, start_path, items) -> str | None:
+    count = config.stash.get(_GPU_DESELECTED, 0)
+    if count:
+        return f"gpu: {count} tests deselected, no CUDA here (`pytest -m gpu` on a GPU machine)"
+    return None
 
 
 def pytest_unconfigure(config) -> None:
