@@ -202,11 +202,13 @@ def test_cartpole_config_is_solved(config, ray_cluster, troupe_cmd, cli_env, tmp
 
 @pytest.mark.ray
 @pytest.mark.subprocess
-def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(
-    ray_cluster, troupe_cmd, cli_env, tmp_path
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_leaves_a_checkpoint_and_resume_carries_on(
+    ray_cluster, troupe_cmd, cli_env, tmp_path, stop
 ):
-    """`troupe stop` (SIGTERM) mid-run, then `troupe train --resume`: counters, the metrics
-    history and the policy version continue where the stopped run left them."""
+    """`troupe stop` (SIGTERM) or Ctrl-C (SIGINT) mid-run, in compiled rounds, then `troupe
+    train --resume`: counters, the metrics history and the policy version continue where the
+    stopped run left them."""
     args = [
         "--address", ray_cluster, "--no-progress",
         "--set", "actors.envs_per_actor=8", "--set", "train.eval_interval_s=0",
@@ -223,12 +225,14 @@ def test_sigterm_leaves_a_checkpoint_and_resume_carries_on(
         while not metrics.exists() or len(metrics.read_text().splitlines()) < 20:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
+        proc.send_signal(stop)
+        assert proc.wait(timeout=60) == 128 + stop, proc.stderr.read()
+        if stop == signal.SIGINT:
+            assert "troupe: interrupted" in proc.stderr.read()
     finally:
         proc.kill()
     stopped = [json.loads(line) for line in metrics.read_text().splitlines()]
-    (checkpoint,) = (run_dir / "checkpoints").glob("ckpt-*")  # the final one, on SIGTERM
+    (checkpoint,) = (run_dir / "checkpoints").glob("ckpt-*")  # the final one, on the stop
     assert checkpoint.name == f"ckpt-{len(stopped):09d}.pt"
 
     frames = stopped[-1][M.FRAMES]

@@ -1,4 +1,4 @@
-"""SIGTERM as SystemExit, held back inside a critical section."""
+"""SIGTERM as SystemExit, SIGINT as KeyboardInterrupt, held back inside a critical section."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from services.training.stopping import Termination
 @pytest.fixture
 def termination():
     stop = Termination()
-    previous = signal.signal(signal.SIGTERM, stop.handler)
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_outside_a_held_block_sigterm_is_system_exit_143(termination):
@@ -39,4 +40,26 @@ def test_inside_a_held_block_it_waits_for_the_block_to_finish(termination):
         done.append("outer")
     assert done == ["inner", "outer"] and stop.value.code == 143
     with termination.held():  # nothing pending any more
+        pass
+
+
+def test_ctrl_c_is_keyboard_interrupt_held_back_the_same_way(termination):
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt), termination.held():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("finished")
+    assert done == ["finished"]
+
+
+def test_a_second_signal_while_one_is_held_back_is_raised_at_once(termination):
+    done = []
+    with pytest.raises(KeyboardInterrupt), termination.held():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("first held back")
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("never")
+    assert done == ["first held back"]
+    with termination.held():  # the first one is not raised again on the way out
         pass

@@ -139,10 +139,12 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         with ray_connection(config, args.address) as started_here:
             check_resources(config, can_grow=not started_here)
-            # `troupe stop`/`ray job stop` send SIGTERM. Raised as SystemExit it unwinds the
-            # run, which saves a final checkpoint and stops its actors. (Set after connecting:
-            # ray.init installs a handler that dumps a stack trace and dies.)
+            # `troupe stop`/`ray job stop` send SIGTERM, Ctrl-C SIGINT. Raised as SystemExit
+            # or KeyboardInterrupt, once out of a compiled round, each unwinds the run, which
+            # saves a final checkpoint and stops its actors. (Set after connecting: ray.init
+            # installs a SIGTERM handler that dumps a stack trace and dies.)
             signal.signal(signal.SIGTERM, TERMINATION.handler)
+            signal.signal(signal.SIGINT, TERMINATION.handler)
             if run_path is not None:
                 run_path.mkdir(parents=True, exist_ok=True)
                 run_dir = RunDir(run_path)
