@@ -13,7 +13,7 @@ import torch
 from learner import metrics as M
 from learner.batch import Batch, Evaluated, Samples, Targets
 from learner.config import LearnerConfig
-from learner.core import PolicyWeights, Segment, SegmentError
+from learner.core import PolicyWeights, Segment
 from learner.device import resolve_device
 from learner.losses import A2CLoss, a2c_loss, total_loss
 from learner.model import build_model, state_to_numpy
@@ -21,6 +21,7 @@ from learner.optim import Optimizer
 from learner.returns import gae_advantages, nstep_returns, vtrace
 from learner.reward_norm import ReturnScaler
 from learner.schedules import scheduled
+from learner.screening import SegmentScreen
 
 _LOSS_STATS = (
     M.LOSS_POLICY,
@@ -81,10 +82,7 @@ class Learner:
         self.skipped_updates = 0
         self.rejected_segments = 0
         self.stale_segments = 0
-        self.obs_shape = tuple(observation_space.shape)
-        self.continuous = isinstance(action_space, gym.spaces.Box)
-        self.action_shape = tuple(action_space.shape)
-        self.num_actions = None if self.continuous else int(action_space.n)
+        self._screen = SegmentScreen(observation_space, action_space)
         self._weights: PolicyWeights | None = None
 
     def get_weights(self) -> PolicyWeights:
@@ -130,40 +128,9 @@ class Learner:
         self._weights = None
 
     def screen(self, segments: Sequence[Segment]) -> tuple[list[Segment], list[str]]:
-        """Split `segments` into those this learner can train on and the reasons, each naming
-        the actor, why the others cannot: a broken contract (wrong shape or dtype, NaN or
-        inf), observations or actions that do not fit the model, or a segment length other
-        than the first good segment's."""
-        good: list[Segment] = []
-        reasons: list[str] = []
-        for seg in segments:
-            try:
-                seg.validate()
-                step_shape = seg.obs.shape[2:]
-                if step_shape != self.obs_shape:
-                    seg._fail("obs", f"is {step_shape} per step; the model takes {self.obs_shape}")
-                self._check_actions(seg)
-                if good and seg.length != good[0].length:
-                    first = good[0].length
-                    seg._fail("length", f"T={seg.length}; this update's segments share T={first}")
-            except SegmentError as err:
-                reasons.append(str(err))
-                continue
-            good.append(seg)
-        return good, reasons
-
-    def _check_actions(self, seg: Segment) -> None:
-        if self.continuous:
-            if seg.actions.dtype != np.float32 or seg.actions.shape[2:] != self.action_shape:
-                seg._fail(
-                    "actions",
-                    f"are {seg.actions.dtype.name} {seg.actions.shape[2:]} per step; the model "
-                    f"takes float32 {self.action_shape}",
-                )
-        elif seg.actions.dtype != np.int64:
-            seg._fail("actions", f"are {seg.actions.dtype.name}; the model takes int64 indices")
-        elif seg.actions.size and (seg.actions.min() < 0 or seg.actions.max() >= self.num_actions):
-            seg._fail("actions", f"must lie in [0, {self.num_actions})")
+        """The segments this learner can train on, and why each other one cannot
+        (`SegmentScreen`)."""
+        return self._screen(segments)
 
     def update(self, segments: Sequence[Segment]) -> dict:
         """One A2C step on the concatenation of `segments` along the batch axis.
