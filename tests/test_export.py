@@ -28,7 +28,7 @@ CASES = {
         "configs/pendulum.yaml",
         ["learner.model.exploration=gaussian", "learner.model.ortho_init=true"],
     ),
-    "gsde": ("configs/halfcheetah.yaml", []),
+    "gsde": ("configs/halfcheetah.yaml", ["learner.model.ortho_init=true"]),
     "pixels": ("configs/pong.yaml", []),
 }
 OBSERVATIONS = 1000
