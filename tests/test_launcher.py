@@ -25,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from learner import metrics as M
+from tests.envs import PACED_ID
 from tests.hosts import TestHosts, host_files, missing_tools, sweep_stale
 from tests.launcher import ROOT, Launcher, free_port, render, wheelhouse
 
@@ -40,12 +41,17 @@ pytestmark = [
 
 SERVE_PORT = 8270
 """`troupe serve` on the head; `ray attach -p` forwards the same port number here."""
-SEGMENT = ["--set", "actors.envs_per_actor=8"]  # 8 envs x 16 steps per segment
-RUN = [
-    *SEGMENT,
+SHORT = [
+    "--set", "actors.envs_per_actor=8",  # 8 envs x 16 steps per segment
     "--set", "train.eval_interval_s=0",
     "--set", "train.target_return=null",
+]  # fmt: skip
+RUN = [
+    *SHORT,
     "--set", "train.total_frames=1000000000",
+    # Hosts join while this run trains: at CartPole's full speed it took ~1.6 of this
+    # machine's 2 cores, and a joining host's install ran 3 times slower than with none.
+    "--set", f"env.id={PACED_ID}",
 ]  # fmt: skip
 STEPS: list[tuple[str, float]] = []
 """(step, seconds) of this cluster's life, printed at the end for the README's transcript."""
@@ -352,7 +358,7 @@ def test_plain_ray_job_submit_runs_the_entrypoint(cluster):
         "job", "submit", "--address", cluster.dashboard, "--working-dir", ".", "--",
         "python", "-m", "services.job", "--config", "configs/cartpole.yaml",
         "--set", "name=plainray", "--set", "actors.num_actors=1",
-        "--set", "train.total_frames=4096", *RUN[:-2],
+        "--set", "train.total_frames=4096", *SHORT,
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0 and "succeeded" in done.stdout, done.stdout + done.stderr
