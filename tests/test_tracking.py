@@ -12,7 +12,7 @@ from learner import metrics as M
 from learner.config import ConfigError
 from services.config import load_config
 from services.tracking.trackers import Trackers, check_packages, open_trackers
-from tests.wandb_files import history, records
+from tests.wandb_files import finished, history, records
 
 RUN_ID = "cartpole-20261203-120000-abc123"
 
@@ -99,7 +99,9 @@ def test_wandb_offline_gets_the_config_every_update_and_the_model(tmp_path):
     trackers.finish("finished", tmp_path / "model.pt")
 
     (file,) = tmp_path.glob(f"wandb/offline-run-*-{RUN_ID}/run-{RUN_ID}.wandb")
-    rows = history(file)
+    rows = history(finished(file))
+    kinds = [r.WhichOneof("record_type") for r in records(file)]
+    assert rows, f"no history rows in {file}; its records: {kinds}"
     assert [json.loads(r[M.FRAMES]) for r in rows] == [2048 * n for n in (1, 2, 3, 4)]
     assert [json.loads(r[M.LOSS_POLICY]) for r in rows] == [0.5 / n for n in (1, 2, 3, 4)]
     assert [M.EVAL_RETURN in r for r in rows] == [False, True, False, True]
@@ -189,6 +191,6 @@ def test_a_training_run_reports_each_update_and_its_model_to_both(
     assert [a.path for a in client.list_artifacts(found.info.run_id)] == ["model.pt"]
 
     (file,) = run.path.glob("wandb/offline-run-*/run-*.wandb")
-    assert [json.loads(r[M.FRAMES]) for r in history(file)] == frames
+    assert [json.loads(r[M.FRAMES]) for r in history(finished(file))] == frames
     kinds = [r.WhichOneof("record_type") for r in records(file)]
     assert "artifact" in kinds

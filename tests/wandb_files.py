@@ -5,6 +5,7 @@ record a `wandb_internal_pb2.Record`. wandb no longer ships a reader of its own.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,3 +44,20 @@ def history(path: str | Path) -> list[dict[str, str]]:
         for r in records(path)
         if r.WhichOneof("record_type") == "history"
     ]
+
+
+def finished(path: str | Path, timeout_s: float = 30.0) -> Path:
+    """`path` once its exit record can be read. `run.finish()` returns when the W&B service
+    has handled the exit, but the service writes the file's last block on its own time: on
+    a loaded machine a test that read at once found a file without its history (CI, twice
+    on a fresh venv)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in records(path)):
+                return Path(path)
+        except Exception:  # a chunk still being written
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record {timeout_s:.0f} s after finish()")
+        time.sleep(0.1)
