@@ -13,7 +13,8 @@ class SlowCartPole(CartPoleEnv):
     """CartPole-v1 whose `step` sleeps `delay_s` in the one instance, across processes, that
     creates `marker` first: the actor holding it is slow (a loaded or distant node), the
     others are not. Claimed at the first step: the driver builds an instance too, to read
-    the spaces, and never steps it."""
+    the spaces, and never steps it. With no marker every instance is slow, as a simulator
+    that takes time to step."""
 
     def __init__(self, delay_s: float = 0.005, marker: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -22,7 +23,7 @@ class SlowCartPole(CartPoleEnv):
 
     def step(self, action):
         if self.slow is None:
-            self.slow = self.marker is not None and claim_marker(self.marker)
+            self.slow = self.delay_s > 0 and (self.marker is None or claim_marker(self.marker))
         if self.slow:
             time.sleep(self.delay_s)
         return super().step(action)

@@ -7,7 +7,6 @@ import time
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 from bench.envs import claim_marker
 
@@ -131,25 +130,14 @@ if "troupe-test/Held-v0" not in gym.registry:
     gym.register("troupe-test/Held-v0", entry_point="tests.envs:HeldEnv", max_episode_steps=5)
 
 
-class PacedCartPole(CartPoleEnv):
-    """CartPole-v1 whose every step sleeps `pace_s`, as a real simulator takes time: a run on
-    it keeps its actors mostly waiting, so on a 2-core machine the CPUs go to what the test
-    watches (hosts installing packages and joining a cluster) rather than to CartPole's
-    thousands of frames a second, which that test has no use for."""
-
-    def __init__(self, pace_s: float = 0.002, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.pace_s = pace_s
-
-    def step(self, action):
-        time.sleep(self.pace_s)
-        return super().step(action)
-
-
+# A run on it keeps its actors mostly waiting, so on a 2-core machine the CPUs go to what the
+# launcher test watches (hosts installing packages and joining a cluster) rather than to
+# CartPole's thousands of frames a second, which that test has no use for.
 PACED_ID = "tests.envs:troupe-test/PacedCartPole-v0"
 if "troupe-test/PacedCartPole-v0" not in gym.registry:
     gym.register(
         "troupe-test/PacedCartPole-v0",
-        entry_point="tests.envs:PacedCartPole",
+        entry_point="bench.envs:SlowCartPole",
         max_episode_steps=500,
+        kwargs={"delay_s": 0.002},
     )
