@@ -76,27 +76,37 @@ def zoo_row(env_id: str) -> ZooRow | None:
     return ZOO_A2C.get(env_id.rpartition(":")[2])
 
 
+def sb3_a2c(env_id: str, row: ZooRow, seed: int, env_kwargs: dict | None = None, **changes):
+    """SB3's A2C at the zoo's settings for `row` (with `changes` to its arguments) on its
+    training envs, VecNormalize where the zoo normalises; `env_kwargs` go to `gym.make`."""
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    kwargs = {**row.kwargs, **changes}
+    if "lin_lr" in kwargs:
+        start = kwargs.pop("lin_lr")
+        kwargs["learning_rate"] = lambda remaining: remaining * start
+    env = make_vec_env(env_id, n_envs=row.n_envs, seed=seed, env_kwargs=env_kwargs)
+    if row.norm_obs or row.norm_reward:
+        gamma = kwargs.get("gamma", 0.99)
+        env = VecNormalize(env, norm_obs=row.norm_obs, norm_reward=row.norm_reward, gamma=gamma)
+    return A2C("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+
+
 def sb3_train_and_evaluate(
     env_id: str, row: ZooRow, seed: int, episodes: int, deterministic: bool
 ) -> dict:
     """SB3's A2C at the zoo's settings for `row.frames` frames, then `episodes` fresh episodes
     (seeds from 100,000 + seed, as troupe's final evaluation) with the observation statistics
     frozen. Wall time counts building the envs, training and nothing else."""
-    from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
 
-    kwargs = dict(row.kwargs)
-    if "lin_lr" in kwargs:
-        start = kwargs.pop("lin_lr")
-        kwargs["learning_rate"] = lambda remaining: remaining * start
     began = time.perf_counter()
-    env = make_vec_env(env_id, n_envs=row.n_envs, seed=seed)
-    if row.norm_obs or row.norm_reward:
-        gamma = kwargs.get("gamma", 0.99)
-        env = VecNormalize(env, norm_obs=row.norm_obs, norm_reward=row.norm_reward, gamma=gamma)
-    model = A2C("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    model = sb3_a2c(env_id, row, seed)
+    env = model.get_env()
     model.learn(total_timesteps=row.frames)
     seconds = time.perf_counter() - began
 

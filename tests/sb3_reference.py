@@ -16,10 +16,8 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecNormalize
 
-from bench.zoo import ZooRow
+from bench.zoo import ZooRow, sb3_a2c
 from learner.core import Segment
 from learner.learner import Learner
 
@@ -76,16 +74,7 @@ class StepRecorder(BaseCallback):
 def build_sb3(env_id: str, row: ZooRow, seed: int, time_limit: int, **changes: Any) -> A2C:
     """SB3's A2C as `bench.zoo` builds it for `row` (with `changes` to its arguments), on envs
     cut at `time_limit` steps, set up as `learn()` sets up before its first rollout."""
-    kwargs = {**row.kwargs, **changes}
-    if "lin_lr" in kwargs:
-        start = kwargs.pop("lin_lr")
-        kwargs["learning_rate"] = lambda remaining: remaining * start
-    env_kwargs = {"max_episode_steps": time_limit}
-    env = make_vec_env(env_id, n_envs=row.n_envs, seed=seed, env_kwargs=env_kwargs)
-    if row.norm_obs or row.norm_reward:
-        gamma = kwargs.get("gamma", 0.99)
-        env = VecNormalize(env, norm_obs=row.norm_obs, norm_reward=row.norm_reward, gamma=gamma)
-    model = A2C("MlpPolicy", env, seed=seed, device="cpu", **kwargs)
+    model = sb3_a2c(env_id, row, seed, {"max_episode_steps": time_limit}, **changes)
     model._setup_learn(total_timesteps=TOTAL_FRAMES)
     return model
 
