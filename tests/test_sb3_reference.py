@@ -121,13 +121,14 @@ def assert_same_update(model, learner: Learner, seg) -> dict:
 
 
 def test_pendulum_gsde_update_matches_sb3():
-    """The zoo's Pendulum settings as configs/pendulum.yaml has them (gSDE, GAE 0.9, linear
-    lr; its discount, 0.95, in place of the zoo's 0.9), with episodes cut by a time limit
-    inside the rollout, whose value troupe bootstraps from the final observation and SB3
-    folds into the reward."""
+    """The zoo's Pendulum settings as configs/pendulum.yaml has them (gSDE, linear lr; its
+    discount and GAE lambda, 0.95 each, in place of the zoo's 0.9), with episodes cut by a
+    time limit inside the rollout, whose value troupe bootstraps from the final observation
+    and SB3 folds into the reward."""
     # A 20-step limit puts episode ends at steps 20, 40, 60: the 8th rollout (steps 57-64)
     # cuts every env at its 4th step, so the GAE chain is cut mid-rollout.
-    model = build_sb3("Pendulum-v1", ZOO_A2C["Pendulum-v1"], seed=0, time_limit=20, gamma=0.95)
+    row, changes = ZOO_A2C["Pendulum-v1"], {"gamma": 0.95, "gae_lambda": 0.95}
+    model = build_sb3("Pendulum-v1", row, seed=0, time_limit=20, **changes)
     for _ in range(7):  # also fills RMSprop's state and VecNormalize's statistics
         collect(model)
         model.train()
