@@ -91,6 +91,13 @@ def test_the_tune_section_of_a_yaml_file_is_the_default_search(tmp_path):
         parse_space("learner.lr=loguniform(1e-4")
 
 
+def test_a_seed_is_a_non_negative_integer_or_null():
+    assert load_config(None, ["tune.seed=7"]).tune.seed == 7
+    assert load_config(None, []).tune.seed is None
+    with pytest.raises(ConfigError, match="tune.seed"):
+        load_config(None, ["tune.seed=-1"])
+
+
 def test_keys_and_values_are_checked_against_the_config_before_anything_starts():
     _checked("learner.lr=loguniform(1e-4,1e-2)")
     with pytest.raises(ConfigError, match="unknown config key learner.lrr; did you mean"):
@@ -170,8 +177,12 @@ def test_pbt_copies_a_better_trials_checkpoint_and_training_goes_on_from_it(
     _, folder = _search(
         tmp_path, ray_cluster, capsys, "--set", "train.total_frames=16384",
         "--param", "learner.lr=choice(1e-5,3e-3)", "--samples", "2", "--scheduler", "pbt",
-        "--set", "tune.perturbation_frames=2048",
+        "--set", "tune.perturbation_frames=2048", "--set", "tune.seed=1",
     )  # fmt: skip
+    # The seed draws one trial of each rate, so the worse one falls behind for certain:
+    # with the same rate drawn twice, noise could swap the two at every step, no exploit.
+    firsts = [min(folder.glob(f"cartpole-t0{i}-*")) for i in (0, 1)]
+    assert {load_config(run / "config.yaml", []).learner.lr for run in firsts} == {1e-5, 3e-3}
     steps = [json.loads(x) for x in (folder / "lineage.jsonl").read_text().splitlines()]
     exploits = [s for s in steps if s["step"] == "exploit"]
     assert exploits, steps

@@ -131,6 +131,9 @@ class TuneConfig:
     """ASHA: frames every trial trains before it may be stopped; 0: a tenth of the run."""
     perturbation_frames: int = 0
     """PBT: frames between exploit-and-explore steps; 0: a tenth of the run."""
+    seed: int | None = None
+    """Seeds the draws from the spaces, so a search starts from the same trials again;
+    null: fresh draws each search."""
 
     def __post_init__(self) -> None:
         require(self.samples >= 1, "tune.samples", self.samples, "an integer >= 1")
@@ -140,6 +143,12 @@ class TuneConfig:
         for name in ("grace_frames", "perturbation_frames"):
             value = getattr(self, name)
             require(value >= 0, f"tune.{name}", value, "an integer >= 0 (0: a tenth of the run)")
+        require(
+            self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+            "tune.seed",
+            self.seed,
+            "an integer >= 0, or null for fresh draws",
+        )
         require(
             isinstance(self.params, dict) and all(isinstance(k, str) for k in self.params),
             "tune.params",

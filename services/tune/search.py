@@ -120,6 +120,7 @@ def run_search(config: RunConfig, tune_cfg: TuneConfig, folder: Path) -> SearchR
     """Run the search on the connected Ray (checked with `check_search` first)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.search import BasicVariantGenerator
 
     spaces = tune_cfg.spaces()
     frames = config.train.total_frames
@@ -164,7 +165,11 @@ def run_search(config: RunConfig, tune_cfg: TuneConfig, folder: Path) -> SearchR
             mode=tune_cfg.mode,
             num_samples=tune_cfg.samples,
             scheduler=scheduler,
-            max_concurrent_trials=tune_cfg.max_concurrent or None,
+            # What Tune builds when given none, with the draws seeded (Tune ignores
+            # max_concurrent_trials next to a search algorithm of this kind).
+            search_alg=BasicVariantGenerator(
+                max_concurrent=tune_cfg.max_concurrent, random_state=tune_cfg.seed
+            ),
             reuse_actors=False,
         ),
         run_config=tune.RunConfig(
