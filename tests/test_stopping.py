@@ -63,3 +63,41 @@ def test_a_second_signal_while_one_is_held_back_is_raised_at_once(termination):
     assert done == ["first held back"]
     with termination.held():  # the first one is not raised again on the way out
         pass
+
+
+class _Log(list):
+    def log(self, record):
+        self.append(record)
+
+
+def test_a_stop_while_an_update_lands_leaves_counters_and_metrics_lines_in_step(termination):
+    """The final checkpoint is named after the counters; a stop between counting an update
+    and logging its line once left a checkpoint one update past the metrics (seen in CI)."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from learner import metrics as M
+    from services.training import parts
+    from services.training.counters import Counters
+
+    def due(window, new_episodes):  # the stop arrives while the run decides on evaluating
+        os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    run = object.__new__(parts.RunParts)
+    run.counters, run.run_dir = Counters(), _Log()
+    run.learner = SimpleNamespace(needs_rollback=lambda stats: False)
+    run.sampler = SimpleNamespace(close_batch=lambda rejections: None)
+    run.evaluator = SimpleNamespace(due=due, seconds=0.0)
+    run.fleet = SimpleNamespace(live=[0], pending=0, target=1)
+    run.returns, run.lengths = deque(maxlen=10), deque(maxlen=10)
+    run._frames_before = run._wall_before = 0
+    run.started = 0.0
+    stats = {M.REJECTIONS: [], M.BATCH_FRAMES: 8, M.EPISODE_RETURN: [1.0], M.EPISODE_LENGTH: [8]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parts, "TERMINATION", termination)
+        with pytest.raises(SystemExit):
+            run.landed(stats)
+    # Not counted, not logged: the stopped run's final checkpoint says 0 updates, like its
+    # metrics, and the resumed run trains the update again.
+    assert run.run_dir == [] and run.counters.updates == run.counters.frames == 0

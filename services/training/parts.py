@@ -122,12 +122,19 @@ class RunParts:
         self.sampler.close_batch(stats[M.REJECTIONS])
         for reason in stats[M.REJECTIONS]:
             log.warning("the learner left out a segment: %s", reason)
-        record = self._count(stats)
+        wall_time_s = round(self._wall_before + time.perf_counter() - self.started, 4)
+        self.returns.extend(stats[M.EPISODE_RETURN])
+        self.lengths.extend(stats[M.EPISODE_LENGTH])
+        evaluated = None
         if self.evaluator.due(self.returns, bool(stats[M.EPISODE_RETURN])):
-            record[M.EVAL_RETURN] = self.evaluator(ray.get(self.learner.weights))
-        record[M.UNIX_TIME] = round(time.time(), 3)  # after the evaluation it reports
-        with TERMINATION.held():  # the metrics line and the counters a checkpoint keeps agree
-            self.counters.wall_time_s = record[M.WALL_TIME]
+            evaluated = self.evaluator(ray.get(self.learner.weights))
+        # The counters a checkpoint keeps move only with their metrics line: a stop between
+        # the two would name the final checkpoint after an update the metrics never logged.
+        with TERMINATION.held():
+            record = self._count(stats, wall_time_s)
+            if evaluated is not None:
+                record[M.EVAL_RETURN] = evaluated
+            record[M.UNIX_TIME] = round(time.time(), 3)  # after the evaluation it reports
             self.run_dir.log(record)
             self.record = record
         self.trackers.log(record)
@@ -146,18 +153,17 @@ class RunParts:
                 self.fleet.resize(wanted)
         return False
 
-    def _count(self, stats: dict[str, Any]) -> dict[str, Any]:
+    def _count(self, stats: dict[str, Any], wall_time_s: float) -> dict[str, Any]:
         """Count the update in, and make its metrics line."""
         counters = self.counters
         counters.frames += stats[M.BATCH_FRAMES]
         counters.updates += 1
         counters.episodes += len(stats[M.EPISODE_RETURN])
-        self.returns.extend(stats[M.EPISODE_RETURN])
-        self.lengths.extend(stats[M.EPISODE_LENGTH])
+        counters.wall_time_s = wall_time_s
         return {
             M.UPDATES: counters.updates,
             M.FRAMES: counters.frames,
-            M.WALL_TIME: round(self._wall_before + time.perf_counter() - self.started, 4),
+            M.WALL_TIME: wall_time_s,
             M.FPS: self.fps,
             **{k: v for k, v in stats.items() if not isinstance(v, list)},
             M.EPISODES: counters.episodes,
