@@ -58,9 +58,10 @@ def raw_step_rate(env_config, num_envs: int, seconds: float = 3.0) -> float:
         env.close()
 
 
-def train(config) -> tuple:
-    """Train `config` on the connected Ray in a throwaway run directory. Returns (the
-    `TrainResult`, seconds from spawning to the end, the metrics lines, the final weights)."""
+def train(config, on_update=None) -> tuple:
+    """Train `config` on the connected Ray in a throwaway run directory (`on_update` sees each
+    metrics line as it is logged). Returns (the `TrainResult`, seconds from spawning to the
+    end, the metrics lines, the final weights)."""
     import tempfile
 
     from services.storage.rundir import RunDir
@@ -69,6 +70,17 @@ def train(config) -> tuple:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = RunDir.create(tmp, config.name)
         start = time.perf_counter()
-        result = train_run(config, run_dir)
+        result = train_run(config, run_dir, on_update)
         elapsed = time.perf_counter() - start
         return result, elapsed, run_dir.read_metrics(), run_dir.load_model()
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine from /proc/stat, in clock ticks: every
+    process of a run (driver, learner, actors, Ray's daemons) counts."""
+    with open("/proc/stat") as stat:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(
+            int, stat.readline().split()[1:9]
+        )
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait

@@ -6,13 +6,18 @@ Settings (troupe's rounds as a compiled graph, and as plain actor calls):
 - cartpole-16x5: CartPole-v1, one actor of 16 envs x 5 steps (80 frames an update: the seed
   document's A2C), sync, and async;
 - pendulum-8x8: configs/pendulum.yaml (rl-baselines3-zoo's 8 envs x 8 steps, gSDE);
-- cartpole-large: configs/cartpole.yaml (2 actors x 64 envs x 16 steps, 2,048 frames).
+- cartpole-large: configs/cartpole.yaml (2 actors x 64 envs x 16 steps, 2,048 frames);
+- slow-env: CartPole whose every step sleeps 5 ms (a simulator that takes time, as
+  bench.envs.SlowCartPole), 2 actors x 4 envs x 16 steps: the actors' env time dominates.
 
 SB3 runs the same env with the same envs x steps in a fresh process (Pendulum with gSDE and
 VecNormalize, as the zoo). Per troupe row, from the run's metrics lines after the first
 tenth of its updates (medians): wall ms per update, the actor's env stepping and action
 time for its segment, the learner's update time, and the overhead: wall per update minus
-those (in async mode sampling overlaps the update, so it can come out negative).
+those (in async mode sampling overlaps the update, so it can come out negative); and the
+CPU cores the whole machine kept busy over the same stretch (driver, learner, actors, Ray's
+daemons: /proc/stat), which shows what waiting costs: a compiled graph's idle participants
+wait by spinning.
 
     pip install -e '.[bench]'
     python -m bench.small_batch
@@ -23,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from itertools import pairwise
 
-from bench.common import start_local_ray, train
+from bench.common import busy_jiffies, start_local_ray, train
+from bench.envs import SLOW_CARTPOLE_ID
 
 SMALL = ["actors.num_actors=1", "actors.envs_per_actor=16", "actors.segment_length=5"]
 SETTINGS = {
@@ -41,6 +48,12 @@ SETTINGS = {
         ("CartPole-v1", 128, 16, False),
         10,
     ),
+    "slow-env": (
+        "configs/cartpole.yaml",
+        [f"env.id={SLOW_CARTPOLE_ID}", "actors.envs_per_actor=4"],
+        (SLOW_CARTPOLE_ID, 8, 16, False),
+        0.1,
+    ),
 }
 VARIANTS = {
     "cartpole-16x5": {
@@ -50,7 +63,10 @@ VARIANTS = {
     },
     "pendulum-8x8": {"compiled": [], "plain": ["train.compiled_graph=false"]},
     "cartpole-large": {"compiled": [], "plain": ["train.compiled_graph=false"]},
+    "slow-env": {"compiled": [], "plain": ["train.compiled_graph=false"]},
 }
+CPU_SAMPLE_EVERY = 10
+"""Updates between two reads of the machine's CPU counters."""
 
 
 def run_troupe(config_path: str, overrides: list[str], frames: int) -> dict:
@@ -66,8 +82,18 @@ def run_troupe(config_path: str, overrides: list[str], frames: int) -> dict:
             *overrides,
         ],
     )
-    result, _, lines, _ = train(config)
+    cpu = []  # (updates, busy, total) now and then
+
+    def sample(line: dict) -> None:
+        if line["perf/updates"] % CPU_SAMPLE_EVERY == 0:
+            cpu.append((line["perf/updates"], *busy_jiffies()))
+
+    result, _, lines, _ = train(config, sample)
     steady = lines[len(lines) // 10 :]
+    (_, busy0, total0), *_, (_, busy1, total1) = [
+        c for c in cpu if c[0] >= steady[0]["perf/updates"]
+    ]
+    cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
     walls = [b["perf/wall_time_s"] - a["perf/wall_time_s"] for a, b in pairwise(steady)]
 
     def ms(key: str) -> float:
@@ -86,6 +112,7 @@ def run_troupe(config_path: str, overrides: list[str], frames: int) -> dict:
         "policy_ms": policy,
         "update_ms": update,
         "overhead_ms": wall - env - policy - update,
+        "cores": cores,
     }
 
 
@@ -131,11 +158,11 @@ def main() -> None:
     rows = []
     for name in args.only or SETTINGS:
         config_path, overrides, (env_id, n_envs, n_steps, zoo), scale = SETTINGS[name]
-        frames = args.frames * scale
+        frames = int(args.frames * scale)
         sb3 = None
         if not args.skip_sb3:
             # SB3 at large batches steps 128 envs in one Python loop: a tenth of the frames.
-            sb3_frames = args.frames if scale > 1 else frames
+            sb3_frames = min(args.frames, frames)
             sb3 = run_sb3(env_id, n_envs, n_steps, zoo, sb3_frames)["fps"]
             print(f"{name} sb3: {sb3:,.0f} frames/s", flush=True)
         for variant, extra in VARIANTS[name].items():
@@ -145,16 +172,16 @@ def main() -> None:
     print()
     print(
         "| setting | troupe | frames/s | SB3 frames/s | ratio | ms/update | env | actions "
-        "| update | overhead |"
+        "| update | overhead | CPU cores busy |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, variant, r, sb3 in rows:
         ratio = f"{r['fps'] / sb3:.2f}" if sb3 else "-"
         sb3_text = f"{sb3:,.0f}" if sb3 else "-"
         print(
             f"| {name} | {variant} | {r['fps']:,.0f} | {sb3_text} | {ratio} | "
             f"{r['wall_ms']:.2f} | {r['env_ms']:.2f} | {r['policy_ms']:.2f} | "
-            f"{r['update_ms']:.2f} | {r['overhead_ms']:.2f} |"
+            f"{r['update_ms']:.2f} | {r['overhead_ms']:.2f} | {r['cores']:.2f} |"
         )
 
 

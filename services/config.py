@@ -55,7 +55,10 @@ class TrainConfig:
     compiled_graph: bool = True
     """Sync mode: run each round (weights out, segments in, the update) as a Ray Compiled
     Graph, several times faster than plain actor calls for small batches; false: plain
-    calls. A round the graph cannot complete (an actor failed) runs plainly either way."""
+    calls. A round the graph cannot complete (an actor failed) runs plainly either way.
+    The graph's idle participants wait by spinning, a core each: with a slow env (a
+    simulator whose steps take milliseconds), plain calls train as fast on far fewer cores
+    (README, *Small batches*)."""
     max_learner_restarts: int = 3
     """Times the learner may die and be restarted from the latest checkpoint."""
     max_nonfinite_updates: int = 5
