@@ -75,12 +75,13 @@ def train(config, on_update=None) -> tuple:
         return result, elapsed, run_dir.read_metrics(), run_dir.load_model()
 
 
-def busy_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU time of the whole machine from /proc/stat, in clock ticks: every
-    process of a run (driver, learner, actors, Ray's daemons) counts."""
-    with open("/proc/stat") as stat:
-        user, nice, system, idle, iowait, irq, softirq, steal = map(
-            int, stat.readline().split()[1:9]
-        )
-    busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
+def busy_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine, all cores: every process of a run
+    (driver, learner, actors, Ray's daemons) counts."""
+    import psutil
+
+    times = psutil.cpu_times()._asdict()
+    idle = times["idle"] + times.get("iowait", 0.0)
+    # Linux counts guest time inside user time already.
+    busy = sum(v for k, v in times.items() if k not in ("idle", "iowait", "guest", "guest_nice"))
+    return busy, busy + idle

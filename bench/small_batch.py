@@ -16,7 +16,7 @@ tenth of its updates (medians): wall ms per update, the actor's env stepping and
 time for its segment, the learner's update time, and the overhead: wall per update minus
 those (in async mode sampling overlaps the update, so it can come out negative); and the
 CPU cores the whole machine kept busy over the same stretch (driver, learner, actors, Ray's
-daemons: /proc/stat), which shows what waiting costs: a compiled graph's idle participants
+daemons; psutil), which shows what waiting costs: a compiled graph's idle participants
 wait by spinning.
 
     pip install -e '.[bench]'
@@ -34,7 +34,7 @@ import subprocess
 import sys
 from itertools import pairwise
 
-from bench.common import busy_jiffies, start_local_ray, train
+from bench.common import busy_cpu_s, start_local_ray, train
 from bench.envs import SLOW_CARTPOLE_ID
 
 SMALL = ["actors.num_actors=1", "actors.envs_per_actor=16", "actors.segment_length=5"]
@@ -86,14 +86,15 @@ def run_troupe(config_path: str, overrides: list[str], frames: int) -> dict:
 
     def sample(line: dict) -> None:
         if line["perf/updates"] % CPU_SAMPLE_EVERY == 0:
-            cpu.append((line["perf/updates"], *busy_jiffies()))
+            cpu.append((line["perf/updates"], *busy_cpu_s()))
 
     result, _, lines, _ = train(config, sample)
     steady = lines[len(lines) // 10 :]
-    (_, busy0, total0), *_, (_, busy1, total1) = [
-        c for c in cpu if c[0] >= steady[0]["perf/updates"]
-    ]
-    cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
+    window = [c for c in cpu if c[0] >= steady[0]["perf/updates"]]
+    cores = float("nan")  # a run too short for two samples: more --frames
+    if len(window) >= 2:
+        (_, busy0, total0), (_, busy1, total1) = window[0], window[-1]
+        cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1e-9)
     walls = [b["perf/wall_time_s"] - a["perf/wall_time_s"] for a, b in pairwise(steady)]
 
     def ms(key: str) -> float:
