@@ -52,6 +52,10 @@ RUN = [
     # Hosts join while this run trains: at CartPole's full speed it took ~1.6 of this
     # machine's 2 cores, and a joining host's install ran 3 times slower than with none.
     "--set", f"env.id={PACED_ID}",
+    # Plain rounds: a compiled graph's driver and learner wait by spinning, on both cores,
+    # and hosts joining meanwhile took 1.7 times as long (worker 2: 162 s against 98 s).
+    # Compiled rounds across nodes, and a node lost under them: tests/test_two_nodes.py.
+    "--set", "train.compiled_graph=false",
 ]  # fmt: skip
 STEPS: list[tuple[str, float]] = []
 """(step, seconds) of this cluster's life, printed at the end for the README's transcript."""
