@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control import CartPoleEnv
 
 from bench.envs import claim_marker
 
@@ -140,4 +142,36 @@ if "troupe-test/PacedCartPole-v0" not in gym.registry:
         entry_point="bench.envs:SlowCartPole",
         max_episode_steps=500,
         kwargs={"delay_s": 0.002},
+    )
+
+
+class GatheredCartPole(CartPoleEnv):
+    """CartPole-v1 whose first step in each process waits until `count` processes have come
+    that far (a file per process in `folder`): runs that train side by side, as a PBT
+    search's trials must to meet, whatever each one's start-up took (one trial of two
+    finished before the other's first update in a slow CI run)."""
+
+    def __init__(self, folder: str, count: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.folder, self.count = folder, count
+        self.gathered = False
+
+    def step(self, action):
+        if not self.gathered:
+            Path(self.folder, str(os.getpid())).touch()
+            deadline = time.monotonic() + HOLD_LIMIT_S
+            while len(os.listdir(self.folder)) < self.count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"fewer than {self.count} processes in {self.folder}")
+                time.sleep(0.01)
+            self.gathered = True
+        return super().step(action)
+
+
+GATHERED_ID = "tests.envs:troupe-test/GatheredCartPole-v0"
+if "troupe-test/GatheredCartPole-v0" not in gym.registry:
+    gym.register(
+        "troupe-test/GatheredCartPole-v0",
+        entry_point="tests.envs:GatheredCartPole",
+        max_episode_steps=500,
     )

@@ -16,7 +16,7 @@ from services.cli import main
 from services.config import load_config
 from services.tune.config import parse_space
 from services.tune.search import check_search
-from tests.envs import CRASHING_ID
+from tests.envs import CRASHING_ID, GATHERED_ID
 
 SMALL = [
     "actors.num_actors=1",
@@ -174,10 +174,24 @@ def test_an_asha_search_ends_with_a_table_and_a_best_config_that_trains(
 def test_pbt_copies_a_better_trials_checkpoint_and_training_goes_on_from_it(
     tmp_path, ray_cluster, capsys
 ):
+    gather = tmp_path / "gather"
+    gather.mkdir()
     _, folder = _search(
-        tmp_path, ray_cluster, capsys, "--set", "train.total_frames=16384",
+        tmp_path, ray_cluster, capsys, "--set", "train.total_frames=12288",
         "--param", "learner.lr=choice(1e-5,3e-3)", "--samples", "2", "--scheduler", "pbt",
         "--set", "tune.perturbation_frames=2048", "--set", "tune.seed=1",
+        # PBT compares trials that train at the same time: each trial's actor waits at its
+        # first step for the other's (a slow start-up once let one trial end before the
+        # other's first update, and nothing was compared).
+        "--set", f"env.id={GATHERED_ID}",
+        "--set", f"env.kwargs={json.dumps({'folder': str(gather), 'count': 2})}",
+        "--set", "train.sample_timeout_s=180",
+        # Plain rounds: PBT restarts a trial at nearly every step, and a compiled graph's
+        # driver and learner wait by spinning, on more than the 0.5 CPUs they reserve on
+        # this cluster of 4 logical CPUs on 2 cores: a restart then took 16-24 s to its
+        # first update instead of ~8 here. The ASHA search above keeps compiled rounds, so
+        # Tune stops compiled runs too.
+        "--set", "train.compiled_graph=false",
     )  # fmt: skip
     # The seed draws one trial of each rate, so the worse one falls behind for certain:
     # with the same rate drawn twice, noise could swap the two at every step, no exploit.
@@ -210,6 +224,7 @@ def test_a_failing_trial_ends_alone_and_running_trials_are_runs_troupe_metrics_l
             outcome["result"] = _search(
                 tmp_path, ray_cluster, capsys, "--set", "train.total_frames=12800",
                 "--set", "train.max_actor_failures=2",
+                "--set", "train.compiled_graph=false",  # as for PBT: 37 s against 50 here
                 "--param", f"env.id=grid(CartPole-v1,{CRASHING_ID})", "--samples", "1",
                 "--scheduler", "fifo", "--max-concurrent", "2",
             )  # fmt: skip

@@ -1,5 +1,5 @@
 """One trial of a search: a whole troupe run (its learner and rollout actors) inside a Tune
-trial, reporting every update.
+trial, reporting every update (under PBT, every checkpoint).
 
 Population-based training exploits through troupe's own checkpoints: every
 `checkpoint_updates` updates the run saves one, and the trial hands a copy to Tune with a
@@ -59,7 +59,12 @@ def trial_config(setup: TrialSetup, params: dict[str, Any], index: int) -> RunCo
     overrides = [f"{key}={json.dumps(value)}" for key, value in params.items()]
     overrides += [f"name={setup.name}-t{index:02d}", f"train.run_root={setup.search_dir}"]
     if setup.pbt:
-        overrides.append(f"checkpoint.every_updates={setup.checkpoint_updates}")
+        # Only on this grid, the updates the trial reports (see Reporter): a save on a
+        # timer would move every later one off it.
+        overrides += [
+            f"checkpoint.every_updates={setup.checkpoint_updates}",
+            "checkpoint.every_s=0",
+        ]
     return with_overrides(setup.base, overrides)
 
 
@@ -95,12 +100,21 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         _lineage(setup, trial_id, run_dir, note, resume, params)
     ckpt = config.checkpoint
     store = Checkpoints.for_run(run_dir.path, ckpt.storage, ckpt.keep, ckpt.storage_options)
-    train(config, run_dir, on_update=Reporter(setup, trial_id, run_dir, store), resume=resume)
+    reporter = Reporter(setup, trial_id, run_dir, store)
+    train(config, run_dir, on_update=reporter, resume=resume)
+    reporter.finish()
 
 
 class Reporter:
     """The run's `on_update`: each update's numbers to Tune, with the latest evaluation
-    carried between evaluations; under PBT a checkpoint with every report that follows one."""
+    carried between evaluations.
+
+    Under PBT only the updates that saved a checkpoint are reported, each with its
+    checkpoint, and the run's last update when it ends. PBT decides at the first result
+    a perturbation interval after its last decision, and Tune's save for an exploit hands
+    over the checkpoint of the result it decided on, or none: reporting every update, a
+    first evaluation that landed after the first checkpoint put every decision on a
+    result without one, and no trial ever exploited another."""
 
     def __init__(
         self, setup: TrialSetup, trial_id: str, run_dir: RunDir, store: Checkpoints
@@ -108,6 +122,8 @@ class Reporter:
         self.setup, self.trial_id, self.run_dir, self.store = setup, trial_id, run_dir, store
         self.latest: dict[str, float] = {}
         self.reported_checkpoint: str | None = None
+        self.held: dict[str, Any] | None = None
+        """Under PBT: the latest metrics not reported, for `finish`."""
 
     def __call__(self, record: dict[str, Any]) -> None:
         from ray import tune
@@ -116,7 +132,11 @@ class Reporter:
         if tune_key(self.setup.metric) not in self.latest:
             return  # nothing to compare the trial on yet (no evaluation so far)
         metrics = {**self.latest, RUN_DIR_KEY: str(self.run_dir.path)}
-        newest = self._new_checkpoint(record)
+        self.held = None
+        if self.setup.pbt and record[M.UPDATES] % self.setup.checkpoint_updates:
+            self.held = metrics
+            return
+        newest = self._new_checkpoint()
         if newest is None:
             tune.report(metrics)
             return
@@ -128,9 +148,18 @@ class Reporter:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         self.reported_checkpoint = newest
 
-    def _new_checkpoint(self, record: dict[str, Any]) -> str | None:
-        """The run's newest checkpoint, when one was saved since the last report of one."""
-        if not self.setup.pbt or record[M.UPDATES] % self.setup.checkpoint_updates:
+    def finish(self) -> None:
+        """The run ended: its last numbers, where they were held back, are the trial's."""
+        from ray import tune
+
+        if self.held is not None:
+            tune.report(self.held)
+            self.held = None
+
+    def _new_checkpoint(self) -> str | None:
+        """Under PBT, the run's newest checkpoint, when one was saved since the last report
+        of one."""
+        if not self.setup.pbt:
             return None
         paths = self.store.paths()
         if not paths or paths[-1] == self.reported_checkpoint:
