@@ -105,6 +105,16 @@ HOLD_LIMIT_S = 120.0
 """A held env that is never released gives up after this long, so a broken test fails."""
 
 
+def wait_until(condition, failure: str) -> None:
+    """Poll `condition` until it holds: a state another process creates, not a sleep that
+    hopes it has. Raises TimeoutError(`failure`) after `HOLD_LIMIT_S`."""
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(failure)
+        time.sleep(0.01)
+
+
 class HeldEnv(CountingEnv):
     """A `CountingEnv` whose one instance, across processes, that claims `marker` first holds
     its first step until the file `release` exists: one actor stuck mid-segment among free
@@ -119,11 +129,8 @@ class HeldEnv(CountingEnv):
     def step(self, action):
         if self.held is None:
             self.held = claim_marker(self.marker)
-            deadline = time.monotonic() + HOLD_LIMIT_S
-            while self.held and not os.path.exists(self.release):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.release} never appeared")
-                time.sleep(0.01)
+            if self.held:
+                wait_until(lambda: os.path.exists(self.release), f"{self.release} never appeared")
         return super().step(action)
 
 
@@ -159,11 +166,10 @@ class GatheredCartPole(CartPoleEnv):
     def step(self, action):
         if not self.gathered:
             Path(self.folder, str(os.getpid())).touch()
-            deadline = time.monotonic() + HOLD_LIMIT_S
-            while len(os.listdir(self.folder)) < self.count:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"fewer than {self.count} processes in {self.folder}")
-                time.sleep(0.01)
+            wait_until(
+                lambda: len(os.listdir(self.folder)) >= self.count,
+                f"fewer than {self.count} processes in {self.folder}",
+            )
             self.gathered = True
         return super().step(action)
 

@@ -59,10 +59,19 @@ def wheelhouse(cache: Path = WHEEL_CACHE) -> Path:
             err = stack.enter_context(tempfile.TemporaryFile("w+"))
             proc = subprocess.Popen([*download, *wanted[i::DOWNLOADS]], stderr=err, text=True)
             running.append((proc, err))
-        for proc, err in running:
-            if proc.wait() != 0:
-                err.seek(0)
-                raise AssertionError(f"pip download failed:\n{err.read()[-3000:]}")
+        try:
+            for proc, err in running:
+                if proc.wait() != 0:
+                    err.seek(0)
+                    raise AssertionError(f"pip download failed:\n{err.read()[-3000:]}")
+        except BaseException:
+            # A failed (or interrupted) download fails the test: the rest would only go on
+            # writing into a folder nothing will use.
+            for proc, _ in running:
+                proc.kill()
+                proc.wait()
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     (partial / ".complete").touch()
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from learner import metrics as M
+from services.config import RunConfig, with_overrides
 from services.storage.checkpoints import Checkpoints
 from services.storage.rundir import RunDir
-from services.tune.trial import CHECKPOINT_NOTE, Reporter, TrialSetup, tune_key
+from services.tune.trial import CHECKPOINT_NOTE, Reporter, TrialSetup, trial_config, tune_key
 
 EVERY = 4
 """The trial's checkpoint grid: a checkpoint every this many updates."""
@@ -70,3 +71,20 @@ def test_under_pbt_a_run_ending_on_the_grid_is_not_reported_twice(tmp_path, monk
 def test_other_schedulers_get_every_update_once_there_is_an_evaluation(tmp_path, monkeypatch):
     reports = _run(tmp_path, monkeypatch, pbt=False, first_eval=3, updates=7)
     assert reports == [{"updates": u, "checkpoint": None} for u in range(3, 8)]
+
+
+@pytest.mark.parametrize("pbt", [True, False])
+def test_pbt_trials_checkpoint_on_the_report_grid_only(tmp_path, pbt):
+    """A timed save would move PBT's grid off the updates the trials report; other
+    schedulers keep the user's checkpoint settings."""
+    timed = ["checkpoint.every_s=30", "checkpoint.every_updates=7"]
+    user = with_overrides(RunConfig().to_dict(), timed)
+    setup = TrialSetup(
+        base=user.to_dict(), search_dir=str(tmp_path), name="t", metric=M.EVAL_RETURN,
+        pbt=pbt, checkpoint_updates=EVERY,
+    )  # fmt: skip
+    checkpoint = trial_config(setup, {"learner.lr": 1e-3}, 3).checkpoint
+    if pbt:
+        assert (checkpoint.every_updates, checkpoint.every_s) == (EVERY, 0)
+    else:
+        assert (checkpoint.every_updates, checkpoint.every_s) == (7, 30)
