@@ -13,6 +13,15 @@ from gymnasium.envs.classic_control import CartPoleEnv
 from bench.envs import claim_marker
 
 
+def _register(name: str, entry_point: str, **kwargs) -> str:
+    """Register `name` (once per process) and return the id to build it by: prefixed with
+    `tests.envs:`, so every process that builds the env imports this module, and with it
+    the registration, first (Ray's workers have not imported it)."""
+    if name not in gym.registry:
+        gym.register(name, entry_point=entry_point, **kwargs)
+    return f"tests.envs:{name}"
+
+
 class CountingEnv(gym.Env):
     """obs = [step within episode, episode number]; reward = 1 per step.
 
@@ -43,9 +52,7 @@ class CountingEnv(gym.Env):
         return self._obs(), 1.0, terminated, False, {}
 
 
-COUNTING_ID = "troupe-test/Counting-v0"
-if COUNTING_ID not in gym.registry:
-    gym.register(COUNTING_ID, entry_point="tests.envs:CountingEnv", max_episode_steps=5)
+COUNTING_ID = _register("troupe-test/Counting-v0", "tests.envs:CountingEnv", max_episode_steps=5)
 
 
 class CrashingEnv(CountingEnv):
@@ -69,12 +76,7 @@ class CrashingEnv(CountingEnv):
         return self.marker is None or claim_marker(self.marker)
 
 
-CRASHING_ID = "tests.envs:troupe-test/Crashing-v0"
-"""The `module:` prefix makes every process that builds the env import (and so register) it."""
-if "troupe-test/Crashing-v0" not in gym.registry:
-    gym.register(
-        "troupe-test/Crashing-v0", entry_point="tests.envs:CrashingEnv", max_episode_steps=5
-    )
+CRASHING_ID = _register("troupe-test/Crashing-v0", "tests.envs:CrashingEnv", max_episode_steps=5)
 
 
 class ExplodingEnv(CountingEnv):
@@ -94,11 +96,7 @@ class ExplodingEnv(CountingEnv):
         return obs, reward, terminated, truncated, info
 
 
-EXPLODING_ID = "tests.envs:troupe-test/Exploding-v0"
-if "troupe-test/Exploding-v0" not in gym.registry:
-    gym.register(
-        "troupe-test/Exploding-v0", entry_point="tests.envs:ExplodingEnv", max_episode_steps=5
-    )
+EXPLODING_ID = _register("troupe-test/Exploding-v0", "tests.envs:ExplodingEnv", max_episode_steps=5)
 
 
 HOLD_LIMIT_S = 120.0
@@ -134,22 +132,18 @@ class HeldEnv(CountingEnv):
         return super().step(action)
 
 
-HELD_ID = "tests.envs:troupe-test/Held-v0"
-if "troupe-test/Held-v0" not in gym.registry:
-    gym.register("troupe-test/Held-v0", entry_point="tests.envs:HeldEnv", max_episode_steps=5)
+HELD_ID = _register("troupe-test/Held-v0", "tests.envs:HeldEnv", max_episode_steps=5)
 
 
 # A run on it keeps its actors mostly waiting, so on a 2-core machine the CPUs go to what the
 # launcher test watches (hosts installing packages and joining a cluster) rather than to
 # CartPole's thousands of frames a second, which that test has no use for.
-PACED_ID = "tests.envs:troupe-test/PacedCartPole-v0"
-if "troupe-test/PacedCartPole-v0" not in gym.registry:
-    gym.register(
-        "troupe-test/PacedCartPole-v0",
-        entry_point="bench.envs:SlowCartPole",
-        max_episode_steps=500,
-        kwargs={"delay_s": 0.002},
-    )
+PACED_ID = _register(
+    "troupe-test/PacedCartPole-v0",
+    "bench.envs:SlowCartPole",
+    max_episode_steps=500,
+    kwargs={"delay_s": 0.002},
+)
 
 
 class GatheredCartPole(CartPoleEnv):
@@ -174,10 +168,6 @@ class GatheredCartPole(CartPoleEnv):
         return super().step(action)
 
 
-GATHERED_ID = "tests.envs:troupe-test/GatheredCartPole-v0"
-if "troupe-test/GatheredCartPole-v0" not in gym.registry:
-    gym.register(
-        "troupe-test/GatheredCartPole-v0",
-        entry_point="tests.envs:GatheredCartPole",
-        max_episode_steps=500,
-    )
+GATHERED_ID = _register(
+    "troupe-test/GatheredCartPole-v0", "tests.envs:GatheredCartPole", max_episode_steps=500
+)

@@ -18,6 +18,7 @@ import pytest
 from learner import metrics as M
 from services import cli
 from services.config import load_config
+from services.storage.checkpoints import Checkpoints
 from services.storage.rundir import RunDir
 from tests.conftest import ROOT
 
@@ -234,6 +235,12 @@ def test_a_stop_leaves_a_checkpoint_and_resume_carries_on(
     stopped = [json.loads(line) for line in metrics.read_text().splitlines()]
     (checkpoint,) = (run_dir / "checkpoints").glob("ckpt-*")  # the final one, on the stop
     assert checkpoint.name == f"ckpt-{len(stopped):09d}.pt"
+    # Its weights are those of its counters: an update the stop cut off between the learner
+    # and its metrics line is counted (and logged) before the save, not left out of both.
+    saved = Checkpoints.for_run(run_dir).latest()
+    assert saved.counters["updates"] == stopped[-1][M.UPDATES] == len(stopped)
+    assert saved.learner["frames"] == saved.counters["frames"] == stopped[-1][M.FRAMES]
+    assert saved.learner["version"] == stopped[-1][M.POLICY_VERSION] == len(stopped)
 
     frames = stopped[-1][M.FRAMES]
     resumed = _run(

@@ -34,7 +34,7 @@ from services.storage.rundir import RunDir
 from services.training import train
 from services.training.counters import Counters
 from services.training.fleet import START_TRIES, ActorFleet
-from services.training.learner_keeper import LearnerFailed
+from services.training.learner_keeper import LearnerFailed, LearnerKeeper
 from services.training.sampling import ActorFailures, Sampler
 from tests.envs import CRASHING_ID, EXPLODING_ID, HELD_ID
 
@@ -417,6 +417,28 @@ def test_a_dead_learner_restarts_from_the_latest_checkpoint(ray_cluster, tmp_pat
     assert [x[M.POLICY_VERSION] for x in lines][:7] == [1, 2, 3, 4, 5, 4, 5]
     assert lines[-1][M.LEARNER_RESTARTS] == 1 and result.frames >= 640
     assert lines[-1][M.COMPILED_ROUND] == int(compiled)  # a graph with the new learner
+
+
+def test_the_learner_keeper_holds_the_update_the_run_has_not_counted(ray_cluster, tmp_path):
+    """What a run that ends between an update and its count must still count: the update in
+    flight (its statistics once the learner answers), or the one that landed; once."""
+    config = _small_config(tmp_path, "actors.num_actors=1")
+    store = Checkpoints.for_run(tmp_path / "run")
+    keeper = LearnerKeeper(config, env_spaces(config.env), store, Counters())
+    (actor,) = spawn_rollout_actors(config.env, config.actors, config.learner.model, 0, [0])
+    try:
+        keeper.submit([actor.sample.remote(keeper.weights)[0]])  # stopped while in flight
+        stats = keeper.uncounted()
+        assert stats[M.BATCH_FRAMES] == 32 and stats[M.POLICY_VERSION] == 1
+        assert keeper.uncounted() is None
+        landed = keeper.land(keeper.submit([actor.sample.remote(keeper.weights)[0]]))
+        assert keeper.uncounted() is landed and landed[M.POLICY_VERSION] == 2
+        keeper.land(keeper.submit([actor.sample.remote(keeper.weights)[0]]))
+        keeper.counted()
+        assert keeper.uncounted() is None
+    finally:
+        ray.kill(actor)
+        keeper.kill()
 
 
 def test_non_finite_updates_roll_back_then_end_the_run(ray_cluster, tmp_path):

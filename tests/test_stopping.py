@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -65,39 +66,96 @@ def test_a_second_signal_while_one_is_held_back_is_raised_at_once(termination):
         pass
 
 
-class _Log(list):
+class _RunDir(list):
+    path = Path("/nonexistent/run")
+
     def log(self, record):
         self.append(record)
 
+    def close(self):
+        pass
 
-def test_a_stop_while_an_update_lands_leaves_counters_and_metrics_lines_in_step(termination):
-    """The final checkpoint is named after the counters; a stop between counting an update
-    and logging its line once left a checkpoint one update past the metrics (seen in CI)."""
+
+def _run_parts(stats=None, due=lambda window, new_episodes: False):
+    """A `RunParts` with fakes for its parts: the learner's uncounted update is `stats`; each
+    final save keeps the counters it saw."""
     from collections import deque
     from types import SimpleNamespace
 
-    from learner import metrics as M
     from services.training import parts
     from services.training.counters import Counters
 
-    def due(window, new_episodes):  # the stop arrives while the run decides on evaluating
-        os.kill(os.getpid(), signal.SIGTERM)
-        return False
-
     run = object.__new__(parts.RunParts)
-    run.counters, run.run_dir = Counters(), _Log()
-    run.learner = SimpleNamespace(needs_rollback=lambda stats: False)
+    run.counters, run.run_dir, run.record, run._unlogged = Counters(), _RunDir(), {}, None
+    uncounted = [stats]
+    run.learner = SimpleNamespace(
+        needs_rollback=lambda stats: False,
+        counted=uncounted.clear,
+        uncounted=lambda: uncounted.pop() if uncounted else None,
+        kill=lambda: None,
+    )
+    run.saved = []
+    run.checkpoints = SimpleNamespace(
+        save=lambda learner, final: run.saved.append(run.counters.progress())
+    )
     run.sampler = SimpleNamespace(close_batch=lambda rejections: None)
     run.evaluator = SimpleNamespace(due=due, seconds=0.0)
-    run.fleet = SimpleNamespace(live=[0], pending=0, target=1)
+    run.fleet = SimpleNamespace(live=[0], pending=0, target=1, shutdown=lambda: None)
+    run.trackers = SimpleNamespace(finish=lambda state, model: None)
+    run.link = SimpleNamespace(close=lambda record, state: None)
     run.returns, run.lengths = deque(maxlen=10), deque(maxlen=10)
     run._frames_before = run._wall_before = 0
     run.started = 0.0
-    stats = {M.REJECTIONS: [], M.BATCH_FRAMES: 8, M.EPISODE_RETURN: [1.0], M.EPISODE_LENGTH: [8]}
+    return run
+
+
+@pytest.fixture
+def run_stops(termination):
+    """The run's parts take their stops from `termination`."""
+    from services.training import parts
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parts, "TERMINATION", termination)
-        with pytest.raises(SystemExit):
-            run.landed(stats)
-    # Not counted, not logged: the stopped run's final checkpoint says 0 updates, like its
-    # metrics, and the resumed run trains the update again.
-    assert run.run_dir == [] and run.counters.updates == run.counters.frames == 0
+        yield
+
+
+def _stats():
+    from learner import metrics as M
+
+    return {M.REJECTIONS: [], M.BATCH_FRAMES: 8, M.EPISODE_RETURN: [1.0], M.EPISODE_LENGTH: [8]}
+
+
+def test_a_stop_while_an_update_lands_counts_and_logs_it_before_the_final_save(run_stops):
+    """The learner has made the update when the run counts it; a stop in between (here while
+    the run decides on evaluating) once left the final checkpoint's weights one update past
+    its counters and metrics. The stopped run counts the update, writes its metrics line and
+    then saves: all three agree."""
+    from learner import metrics as M
+
+    def due(window, new_episodes):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    stats = _stats()
+    run = _run_parts(stats, due)
+    with pytest.raises(SystemExit):
+        run.landed(stats)
+    assert run.counters.updates == 1 and run.run_dir == []  # counted, its line not written
+    run.close("failed")
+    assert [line[M.UPDATES] for line in run.run_dir] == [1]
+    assert run.run_dir[0][M.FRAMES] == 8 and run.saved == [run.counters.progress()]
+    assert run.saved[0]["updates"] == 1 and run.saved[0]["frames"] == 8
+
+
+def test_an_update_in_flight_when_the_run_stops_is_counted_and_logged_once(run_stops):
+    """Stopped while the learner was still updating (a plain or async round waits on its
+    statistics): the final save counts that update from the learner's answer."""
+    from learner import metrics as M
+
+    run = _run_parts(_stats())
+    run.close("failed")
+    assert [line[M.UPDATES] for line in run.run_dir] == [1]
+    assert run.saved[0]["updates"] == 1 and run.saved[0]["frames"] == 8
+    quiet = _run_parts(None)  # the learner made nothing since the last count
+    quiet.close("failed")
+    assert quiet.run_dir == [] and quiet.saved[0]["updates"] == 0

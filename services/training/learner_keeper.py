@@ -35,7 +35,11 @@ class Update(NamedTuple):
 
 class LearnerKeeper:
     """Owns the learner actor of one run, and `weights`: the ref of the newest weights that
-    landed, which the actors sample with. Restarts and rollbacks are counted in `counters`."""
+    landed, which the actors sample with. Restarts and rollbacks are counted in `counters`.
+
+    It also keeps the update the learner made that the run has not counted yet (`uncounted`):
+    a stop or a failure can come between the two, and the run's last checkpoint must then
+    count it too, or its weights would be one update past its counters."""
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class LearnerKeeper:
         self._skipped = state["skipped_updates"] if state else 0
         self._rolled_back = False
         self._finite = 1  # finite updates since the last rollback (start: healthy)
+        self._uncounted: Update | dict[str, Any] | None = None
         self._handle = self._spawn(state)
 
     def _spawn(self, state: dict[str, Any] | None):
@@ -81,6 +86,7 @@ class LearnerKeeper:
         for (see `weights`)."""
         if stats is not None:
             self._weights = None
+            self._uncounted = stats
         return stats
 
     def device(self) -> str:
@@ -88,7 +94,9 @@ class LearnerKeeper:
         return ray.get(self._handle.device.remote())
 
     def submit(self, segments: list) -> Update:
-        return Update(*self._handle.update.remote(*segments))
+        update = Update(*self._handle.update.remote(*segments))
+        self._uncounted = update
+        return update
 
     def land(self, update: Update) -> dict[str, Any] | None:
         """The statistics of a finished update, whose weights become the newest. None when
@@ -99,7 +107,25 @@ class LearnerKeeper:
             self.restart(err)
             return None
         self._weights = update.weights
+        self._uncounted = stats
         return stats
+
+    def counted(self) -> None:
+        """The run has counted the last update (see `uncounted`)."""
+        self._uncounted = None
+
+    def uncounted(self) -> dict[str, Any] | None:
+        """The statistics of the update the learner made (or is making) that the run has not
+        counted, for a run that ends between the two; None if there is none, or the learner
+        cannot finish it."""
+        pending, self._uncounted = self._uncounted, None
+        if not isinstance(pending, Update):
+            return pending
+        try:
+            return ray.get(pending.stats, timeout=STATE_TIMEOUT_S)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
+            log.warning("the update in flight at the end is lost: %s", err)
+            return None
 
     def restart_if_dead(self, cause: BaseException) -> None:
         """`restart` if the learner's process is gone (`cause` may say so or not: a compiled
@@ -124,6 +150,7 @@ class LearnerKeeper:
         where = f"from {latest.name}" if latest else "from scratch (no checkpoint yet)"
         log.warning("the learner died (%s); restarting it %s", cause, where)
         self._handle = self._spawn(latest.learner if latest else None)
+        self._uncounted = None  # lost with the learner that made it
         self._skipped = latest.learner["skipped_updates"] if latest else 0
         self._nonfinite = 0
 

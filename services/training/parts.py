@@ -65,6 +65,7 @@ class RunParts:
         self.lengths: deque[int] = deque(maxlen=config.train.return_window)
         self.record: dict[str, Any] = {}
         """The last update's metrics line."""
+        self._unlogged: dict[str, Any] | None = None  # counted, its line not yet written
         self.learner = self.fleet = self.link = None
         self.trackers = Trackers([])
         try:
@@ -122,21 +123,10 @@ class RunParts:
         self.sampler.close_batch(stats[M.REJECTIONS])
         for reason in stats[M.REJECTIONS]:
             log.warning("the learner left out a segment: %s", reason)
-        wall_time_s = round(self._wall_before + time.perf_counter() - self.started, 4)
-        self.returns.extend(stats[M.EPISODE_RETURN])
-        self.lengths.extend(stats[M.EPISODE_LENGTH])
-        evaluated = None
+        record = self._count(stats)
         if self.evaluator.due(self.returns, bool(stats[M.EPISODE_RETURN])):
-            evaluated = self.evaluator(ray.get(self.learner.weights))
-        # The counters a checkpoint keeps move only with their metrics line: a stop between
-        # the two would name the final checkpoint after an update the metrics never logged.
-        with TERMINATION.held():
-            record = self._count(stats, wall_time_s)
-            if evaluated is not None:
-                record[M.EVAL_RETURN] = evaluated
-            record[M.UNIX_TIME] = round(time.time(), 3)  # after the evaluation it reports
-            self.run_dir.log(record)
-            self.record = record
+            record[M.EVAL_RETURN] = self.evaluator(ray.get(self.learner.weights))
+        self._log(record)
         self.trackers.log(record)
         self.checkpoints.maybe_save(self.learner)
         self.on_update(record)
@@ -153,33 +143,53 @@ class RunParts:
                 self.fleet.resize(wanted)
         return False
 
-    def _count(self, stats: dict[str, Any], wall_time_s: float) -> dict[str, Any]:
-        """Count the update in, and make its metrics line."""
+    def _count(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Count the update in, and make its metrics line (written by `_log`, after an
+        evaluation, or by `close` if the run ends before)."""
         counters = self.counters
-        counters.frames += stats[M.BATCH_FRAMES]
-        counters.updates += 1
-        counters.episodes += len(stats[M.EPISODE_RETURN])
-        counters.wall_time_s = wall_time_s
-        return {
-            M.UPDATES: counters.updates,
-            M.FRAMES: counters.frames,
-            M.WALL_TIME: wall_time_s,
-            M.FPS: self.fps,
-            **{k: v for k, v in stats.items() if not isinstance(v, list)},
-            M.EPISODES: counters.episodes,
-            M.EPISODE_RETURN: _mean(self.returns),
-            M.EPISODE_LENGTH: _mean(self.lengths),
-            # After the round: actors that failed in it are already pending replacements.
-            M.ACTORS_LIVE: len(self.fleet.live),
-            M.ACTORS_PENDING: self.fleet.pending,
-            M.ACTORS_TARGET: self.fleet.target,
-            **counters.faults(),
-        }
+        with TERMINATION.held():  # a stop inside would count the update twice, or not at all
+            self.returns.extend(stats[M.EPISODE_RETURN])
+            self.lengths.extend(stats[M.EPISODE_LENGTH])
+            counters.frames += stats[M.BATCH_FRAMES]
+            counters.updates += 1
+            counters.episodes += len(stats[M.EPISODE_RETURN])
+            counters.wall_time_s = round(self._wall_before + time.perf_counter() - self.started, 4)
+            self.learner.counted()
+            self._unlogged = {
+                M.UPDATES: counters.updates,
+                M.FRAMES: counters.frames,
+                M.WALL_TIME: counters.wall_time_s,
+                M.FPS: self.fps,
+                **{k: v for k, v in stats.items() if not isinstance(v, list)},
+                M.EPISODES: counters.episodes,
+                M.EPISODE_RETURN: _mean(self.returns),
+                M.EPISODE_LENGTH: _mean(self.lengths),
+                # After the round: actors that failed in it are already pending replacements.
+                M.ACTORS_LIVE: len(self.fleet.live),
+                M.ACTORS_PENDING: self.fleet.pending,
+                M.ACTORS_TARGET: self.fleet.target,
+                **counters.faults(),
+            }
+        return self._unlogged
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Write a counted update's metrics line."""
+        with TERMINATION.held():
+            record[M.UNIX_TIME] = round(time.time(), 3)  # after the evaluation it reports
+            self.run_dir.log(record)
+            self.record = record
+            self._unlogged = None
 
     def close(self, state: str) -> None:
-        """End the run's actors and leave its final state (finished or failed). A failed run
-        first saves what was learned, if the learner still answers."""
+        """End the run's actors and leave its final state (finished or failed). A failed (or
+        stopped) run first saves what was learned, if the learner still answers: with the
+        update it was making counted and logged, so the checkpoint's weights are those of its
+        counters and metrics."""
         if self.learner is not None and state == "failed":
+            if self._unlogged is None and (stats := self.learner.uncounted()) is not None:
+                self._count(stats)
+            if self._unlogged is not None:
+                self._log(self._unlogged)
             self.checkpoints.save(self.learner, final=True)
         self.run_dir.close()
         model = self.run_dir.path / MODEL_FILE

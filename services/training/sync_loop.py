@@ -50,7 +50,9 @@ def _round(run: RunParts, actors: list, compiled: CompiledRounds | None) -> dict
             # half-read, and its teardown crashed the process: it waits for the round's end.
             with TERMINATION.held():
                 stats = compiled.round(actors)
-            return None if stats is None else {**stats, M.COMPILED_ROUND: 1}
+                if stats is not None:  # in place: the learner keeps it until counted
+                    stats[M.COMPILED_ROUND] = 1
+            return stats
         except NoGraph:
             pass
         except RoundFailed as failed:
@@ -62,4 +64,6 @@ def _round(run: RunParts, actors: list, compiled: CompiledRounds | None) -> dict
     if not segments:
         return None  # every actor failed; their replacements join once up
     stats = run.learner.land(run.learner.submit(segments))
-    return None if stats is None else {**stats, M.COMPILED_ROUND: 0}
+    if stats is not None:
+        stats[M.COMPILED_ROUND] = 0
+    return stats
