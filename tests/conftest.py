@@ -37,16 +37,10 @@ LANE_MARKS = ("ray", "subprocess", "slow", "launcher", "gpu")
 """A test with none of these is a unit test (`pytest -m unit`)."""
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark every test by what it starts, from the fixtures it takes, so no lane depends on a
     test's author remembering a mark: `ray_cluster` is Ray, `troupe_cmd`/`cli_env` a
-    subprocess. Tests that start either without these fixtures carry the mark themselves.
-
-    Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) the launcher's cluster and
-    the tests that start Ray each stay on one worker: the shared local cluster is started
-    once, and the launcher's hosts, which mostly wait on installs and joins, run beside it.
-    Unit tests go wherever a worker is free."""
+    subprocess. Tests that start either without these fixtures carry the mark themselves."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if "ray_cluster" in fixtures:
@@ -55,10 +49,6 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.subprocess)
         if not any(item.get_closest_marker(mark) for mark in LANE_MARKS):
             item.add_marker(pytest.mark.unit)
-        elif item.get_closest_marker("launcher"):
-            item.add_marker(pytest.mark.xdist_group("launcher"))
-        else:
-            item.add_marker(pytest.mark.xdist_group("ray"))
     # GPU tests exist to run on a GPU: where torch sees none they are deselected (not skipped
     # one by one), and the header says how many and where to run them.
     gpu = [item for item in items if item.get_closest_marker("gpu")]
