@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from learner.config import require
+from learner.config import check_types, require
 
 
 @dataclass(frozen=True)
@@ -28,23 +28,12 @@ class EnvConfig:
     and FrameStackObservation."""
 
     def __post_init__(self) -> None:
+        check_types(self, "env.")
         require(
-            isinstance(self.id, str) and self.id.strip() != "",
+            self.id.strip() != "",
             "env.id",
             self.id,
             "a gymnasium environment id such as 'CartPole-v1'",
-        )
-        require(
-            self.vectorization in ("auto", "native", "sync"),
-            "env.vectorization",
-            self.vectorization,
-            "one of 'auto', 'native', 'sync'",
-        )
-        require(
-            self.preprocessing in ("none", "atari"),
-            "env.preprocessing",
-            self.preprocessing,
-            "one of 'none', 'atari'",
         )
 
 
@@ -67,6 +56,7 @@ class ActorConfig:
     """CPUs each rollout actor reserves in Ray."""
 
     def __post_init__(self) -> None:
+        check_types(self, "actors.")
         require(
             1 <= self.num_actors <= MAX_ACTORS,
             "actors.num_actors",

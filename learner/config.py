@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from learner.schedules import SCHEDULES
+from learner.schedules import Schedule
 
 
 class ConfigError(ValueError):
@@ -18,6 +22,56 @@ def require(ok: bool, name: str, value: Any, allowed: str) -> None:
     """Raise `ConfigError` naming `name`, its `value` and what is `allowed` unless `ok`."""
     if not ok:
         raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
+
+
+def check_types(config: Any, section: str) -> None:
+    """Raise `ConfigError` for the first field of the dataclass `config` whose value is not of
+    its annotated type, named with `section` in front ('learner.model.').
+
+    The YAML loader converts and type-checks values before it builds a config; this holds a
+    config built directly in Python to the same contract, where `num_actors=True` or
+    `segment_length=2.5` would pass the range checks (a bool is an int; 2.5 >= 1) and fail
+    far from the mistake. Each config's `__post_init__` calls it before its range checks,
+    which may then compare without a TypeError.
+    """
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if not _is_a(value, hint):
+            raise ConfigError(f"{section}{f.name}={value!r} is invalid: expected {type_name(hint)}")
+
+
+def type_name(hint: Any) -> str:
+    """How an error message names a field's type."""
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, arm) for arm in args)
+    if origin is tuple:  # tuple[X, ...]
+        return isinstance(value, tuple) and all(_is_a(v, args[0]) for v in value)
+    if origin is not None:  # dict[str, Any]
+        return isinstance(value, origin)
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(value, hint)
 
 
 @dataclass(frozen=True)
@@ -55,36 +109,19 @@ class ModelConfig:
     travel with the weights, so every actor and evaluation normalises the same way."""
 
     def __post_init__(self) -> None:
+        check_types(self, "learner.model.")
         require(
             -5.0 <= self.log_std_init <= 2.0,
             "learner.model.log_std_init",
             self.log_std_init,
             "a number in [-5, 2]",
         )
-        require(
-            self.exploration in ("gaussian", "gsde"),
-            "learner.model.exploration",
-            self.exploration,
-            "one of 'gaussian', 'gsde'",
-        )
-        require(
-            self.torso in ("auto", "mlp", "cnn"),
-            "learner.model.torso",
-            self.torso,
-            "one of 'auto', 'mlp', 'cnn'",
-        )
         sizes = self.hidden_sizes
         require(
-            len(sizes) >= 1 and all(isinstance(h, int) and h >= 1 for h in sizes),
+            len(sizes) >= 1 and all(h >= 1 for h in sizes),
             "learner.model.hidden_sizes",
             sizes,
             "a non-empty list of positive integers",
-        )
-        require(
-            self.activation in ("tanh", "relu"),
-            "learner.model.activation",
-            self.activation,
-            "one of 'tanh', 'relu'",
         )
 
     def torso_for(self, observation_space) -> str:
@@ -127,14 +164,14 @@ class LearnerConfig:
     """Weight of the value loss in the total loss."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (subtracted from the total loss)."""
-    entropy_schedule: Literal["constant", "linear"] = "constant"
+    entropy_schedule: Schedule = "constant"
     """'linear' decays entropy_coef to 0 over the run's frames, as `lr_schedule`."""
     normalize_advantages: bool = False
     """Standardise advantages over each update's batch."""
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"
     lr: float = 7e-4
     """Learning rate (at the start, with `lr_schedule: linear`)."""
-    lr_schedule: Literal["constant", "linear"] = "constant"
+    lr_schedule: Schedule = "constant"
     """'linear' decays the learning rate to 0 over the run's frames (train.total_frames), as
     rl-baselines3-zoo's `lin_` values; 'constant' keeps it."""
     optimizer_eps: float = 1e-5
@@ -176,6 +213,7 @@ class LearnerConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
+        check_types(self, "learner.")
         require(0.0 < self.gamma <= 1.0, "learner.gamma", self.gamma, "a number in (0, 1]")
         require(
             0.0 <= self.gae_lambda <= 1.0,
@@ -185,16 +223,7 @@ class LearnerConfig:
         )
         require(self.value_coef >= 0, "learner.value_coef", self.value_coef, "a number >= 0")
         require(self.entropy_coef >= 0, "learner.entropy_coef", self.entropy_coef, "a number >= 0")
-        require(
-            self.optimizer in ("rmsprop", "adam"),
-            "learner.optimizer",
-            self.optimizer,
-            "one of 'rmsprop', 'adam'",
-        )
         require(0 < self.lr < 1, "learner.lr", self.lr, "a number in (0, 1), e.g. 7e-4")
-        for name in ("lr_schedule", "entropy_schedule"):
-            value = getattr(self, name)
-            require(value in SCHEDULES, f"learner.{name}", value, "one of 'constant', 'linear'")
         require(self.optimizer_eps > 0, "learner.optimizer_eps", self.optimizer_eps, "a number > 0")
         require(
             0 < self.rmsprop_alpha < 1,

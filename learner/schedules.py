@@ -4,10 +4,11 @@ SB3's `progress_remaining`). Pure functions of the frames trained on so far."""
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 Schedule = Literal["constant", "linear"]
-SCHEDULES: tuple[str, ...] = ("constant", "linear")
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
 def scheduled(kind: Schedule, base: float, frames: int, horizon_frames: int) -> float:

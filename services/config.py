@@ -21,7 +21,7 @@ from typing import Any, Literal
 import dacite
 
 from actors.config import ActorConfig, EnvConfig
-from learner.config import ConfigError, LearnerConfig, require
+from learner.config import ConfigError, LearnerConfig, check_types, require, type_name
 from services.config_limits import check_bounds, flat_types, read_yaml
 from services.tracking.config import LoggingConfig
 from services.tune.config import TuneConfig
@@ -69,6 +69,7 @@ class TrainConfig:
     that always crashes, say); each failed actor is replaced meanwhile."""
 
     def __post_init__(self) -> None:
+        check_types(self, "train.")
         require(self.total_frames >= 1, "train.total_frames", self.total_frames, "an integer >= 1")
         require(
             self.target_return is None or math.isfinite(self.target_return),
@@ -137,6 +138,7 @@ class CheckpointConfig:
     server. Keep credentials out of the config: s3fs reads them from the environment."""
 
     def __post_init__(self) -> None:
+        check_types(self, "checkpoint.")
         if self.storage is not None:
             _check_storage(self.storage)
         secrets = sorted(_secret_keys(self.storage_options))
@@ -170,7 +172,7 @@ class AlgoConfig:
     """async: segments per update; 0 takes half the live actors (at least 1)."""
 
     def __post_init__(self) -> None:
-        require(self.mode in ("sync", "async"), "algo.mode", self.mode, "one of 'sync', 'async'")
+        check_types(self, "algo.")
         require(
             self.batch_segments >= 0,
             "algo.batch_segments",
@@ -248,12 +250,13 @@ class RunConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self) -> None:
+        check_types(self, "")
         if self.learner.vtrace is None:  # on where the policies differ: async mode
             vtrace = self.algo.mode == "async"
             object.__setattr__(self, "learner", dataclasses.replace(self.learner, vtrace=vtrace))
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(
-            isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None,
+            _NAME.fullmatch(self.name) is not None,
             "name",
             self.name,
             "1 to 64 ASCII letters, digits, '-' and '_' (it names the run directory)",
@@ -307,7 +310,7 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
         )
     except dacite.WrongTypeError as err:
         raise ConfigError(
-            f"{err.field_path}={err.value!r} is invalid: expected {_type_name(err.field_type)}"
+            f"{err.field_path}={err.value!r} is invalid: expected {type_name(err.field_type)}"
         ) from None
     except dacite.DaciteError as err:
         raise ConfigError(str(err)) from None
@@ -346,7 +349,7 @@ def _check_keys(cls: type, data: Any, prefix: str) -> None:
             raise ConfigError(f"{name}={value!r} is invalid: expected a list, e.g. [64, 64]")
         elif isinstance(value, bool) and bool not in flat_types(hint):
             # bool is an int subclass; `num_actors: true` must not read as 1.
-            raise ConfigError(f"{name}={value!r} is invalid: expected {_type_name(hint)}")
+            raise ConfigError(f"{name}={value!r} is invalid: expected {type_name(hint)}")
         else:
             check_bounds(name, hint, value)
 
@@ -374,12 +377,6 @@ def _to_int(value: Any) -> Any:
             return value
         return int(number) if number.is_integer() else value
     return value
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _plain(value: Any) -> Any:

@@ -6,10 +6,12 @@ import dataclasses
 
 import pytest
 
+from actors.config import ActorConfig, EnvConfig
 from actors.envs import env_spaces
-from learner.config import ConfigError
+from learner.config import ConfigError, LearnerConfig, ModelConfig
 from learner.model import build_model
-from services.config import RunConfig, from_dict, load_config
+from services.config import RunConfig, TrainConfig, from_dict, load_config
+from services.tune.config import TuneConfig
 from tests.conftest import ROOT
 
 CARTPOLE = ROOT / "configs" / "cartpole.yaml"
@@ -95,6 +97,32 @@ def test_bad_values_name_the_field(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(CARTPOLE, [override])
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: ActorConfig(num_actors=True), "actors.num_actors=True is invalid: expected int"),
+        (lambda: ActorConfig(segment_length=2.5), "actors.segment_length=2.5 is invalid"),
+        (lambda: LearnerConfig(gamma="0.99"), "learner.gamma='0.99' is invalid: expected float"),
+        (lambda: LearnerConfig(vtrace="yes"), "learner.vtrace='yes' is invalid"),
+        (lambda: LearnerConfig(lr_schedule="cosine"), "expected one of 'constant', 'linear'"),
+        (lambda: ModelConfig(hidden_sizes=(64, True)), "learner.model.hidden_sizes=(64, True)"),
+        (lambda: ModelConfig(hidden_sizes=[64]), "expected tuple[int, ...]"),
+        (lambda: ModelConfig(normalize_obs=1), "learner.model.normalize_obs=1 is invalid"),
+        (lambda: EnvConfig(kwargs=[("a", 1)]), "env.kwargs=[('a', 1)] is invalid"),
+        (lambda: TrainConfig(target_return="high"), "train.target_return='high' is invalid"),
+        (lambda: TuneConfig(seed=1.0), "tune.seed=1.0 is invalid: expected int | None"),
+        (lambda: RunConfig(actors={"num_actors": 2}), "actors={'num_actors': 2} is invalid"),
+    ],
+)
+def test_configs_built_in_python_are_type_checked_as_loading_checks(build, message):
+    """The loader type-checks YAML before building; a config built directly in Python is held
+    to the same types, so a bool or a fraction cannot pass a range check as a number."""
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert message in str(err.value)
+    assert LearnerConfig(max_grad_norm=1).max_grad_norm == 1  # an int is a float, as in YAML
 
 
 def test_unreadable_and_malformed_files(tmp_path):

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from learner.config import require
+from learner.config import check_types, require
 
 MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 _URI = re.compile(r"([a-z][a-z0-9+.-]*):")
@@ -32,10 +32,11 @@ class WandbConfig:
     """'offline': write under RUN_DIR/wandb only (`wandb sync` uploads it later)."""
 
     def __post_init__(self) -> None:
+        check_types(self, "logging.wandb.")
         for name in ("project", "entity", "group"):
             value = getattr(self, name)
             require(
-                value is None or (isinstance(value, str) and value.strip() != ""),
+                value is None or value.strip() != "",
                 f"logging.wandb.{name}",
                 value,
                 "a non-empty name, or null",
@@ -54,8 +55,9 @@ class MlflowConfig:
     """Created when missing."""
 
     def __post_init__(self) -> None:
+        check_types(self, "logging.mlflow.")
         if self.tracking_uri is not None:
-            match = _URI.match(str(self.tracking_uri))
+            match = _URI.match(self.tracking_uri)
             require(
                 match is not None and match.group(1).split("+")[0] in MLFLOW_SCHEMES,
                 "logging.mlflow.tracking_uri",
@@ -64,7 +66,7 @@ class MlflowConfig:
                 "http://mlflow:5000 or file:///data/mlruns)",
             )
         require(
-            isinstance(self.experiment, str) and self.experiment.strip() != "",
+            self.experiment.strip() != "",
             "logging.mlflow.experiment",
             self.experiment,
             "a non-empty experiment name",
@@ -77,3 +79,6 @@ class LoggingConfig:
 
     wandb: WandbConfig = field(default_factory=WandbConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def __post_init__(self) -> None:
+        check_types(self, "logging.")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from learner.config import ConfigError, require
+from learner.config import ConfigError, check_types, require
 
 KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
 _SPACE = re.compile(r"\s*([a-z]+)\s*\((.*)\)\s*", re.S)
@@ -136,6 +136,7 @@ class TuneConfig:
     null: fresh draws each search."""
 
     def __post_init__(self) -> None:
+        check_types(self, "tune.")
         require(self.samples >= 1, "tune.samples", self.samples, "an integer >= 1")
         require(
             self.max_concurrent >= 0, "tune.max_concurrent", self.max_concurrent, "an integer >= 0"
@@ -144,13 +145,13 @@ class TuneConfig:
             value = getattr(self, name)
             require(value >= 0, f"tune.{name}", value, "an integer >= 0 (0: a tenth of the run)")
         require(
-            self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+            self.seed is None or self.seed >= 0,
             "tune.seed",
             self.seed,
             "an integer >= 0, or null for fresh draws",
         )
         require(
-            isinstance(self.params, dict) and all(isinstance(k, str) for k in self.params),
+            all(isinstance(k, str) for k in self.params),
             "tune.params",
             self.params,
             "a mapping of KEY: SPACE",
