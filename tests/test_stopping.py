@@ -77,8 +77,9 @@ class _RunDir(list):
 
 
 def _run_parts(stats=None, due=lambda window, new_episodes: False):
-    """A `RunParts` with fakes for its parts: the learner's uncounted update is `stats`; each
-    final save keeps the counters it saw."""
+    """A `RunParts` with fakes for its parts: the learner's uncounted update is `stats` (an
+    exception: raised, as the keeper raises Ray's); each final save keeps the counters it
+    saw."""
     from collections import deque
     from types import SimpleNamespace
 
@@ -91,7 +92,7 @@ def _run_parts(stats=None, due=lambda window, new_episodes: False):
     run.learner = SimpleNamespace(
         needs_rollback=lambda stats: False,
         counted=uncounted.clear,
-        uncounted=lambda: uncounted.pop() if uncounted else None,
+        uncounted=lambda: _answer(uncounted.pop()) if uncounted else None,
         kill=lambda: None,
     )
     run.saved = []
@@ -107,6 +108,12 @@ def _run_parts(stats=None, due=lambda window, new_episodes: False):
     run._frames_before = run._wall_before = 0
     run.started = 0.0
     return run
+
+
+def _answer(stats):
+    if isinstance(stats, BaseException):
+        raise stats
+    return stats
 
 
 @pytest.fixture
@@ -159,3 +166,14 @@ def test_an_update_in_flight_when_the_run_stops_is_counted_and_logged_once(run_s
     quiet = _run_parts(None)  # the learner made nothing since the last count
     quiet.close("failed")
     assert quiet.run_dir == [] and quiet.saved[0]["updates"] == 0
+
+
+def test_a_learner_that_cannot_finish_its_last_update_leaves_the_latest_checkpoint(run_stops):
+    """Stopped while the learner's update hangs: the run waits for it once (the keeper's
+    timeout), then writes no final checkpoint, which could hold that update's weights without
+    its count if it finished meanwhile; the latest checkpoint stands."""
+    import ray
+
+    run = _run_parts(ray.exceptions.GetTimeoutError("no answer in 30 s"))
+    run.close("failed")
+    assert run.run_dir == [] and run.saved == [] and run.counters.updates == 0

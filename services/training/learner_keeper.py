@@ -116,16 +116,12 @@ class LearnerKeeper:
 
     def uncounted(self) -> dict[str, Any] | None:
         """The statistics of the update the learner made (or is making) that the run has not
-        counted, for a run that ends between the two; None if there is none, or the learner
-        cannot finish it."""
+        counted, for a run that ends between the two; None if there is none. Raises Ray's
+        error (`GetTimeoutError` after `STATE_TIMEOUT_S`) if the learner cannot finish it."""
         pending, self._uncounted = self._uncounted, None
         if not isinstance(pending, Update):
             return pending
-        try:
-            return ray.get(pending.stats, timeout=STATE_TIMEOUT_S)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
-            log.warning("the update in flight at the end is lost: %s", err)
-            return None
+        return ray.get(pending.stats, timeout=STATE_TIMEOUT_S)
 
     def restart_if_dead(self, cause: BaseException) -> None:
         """`restart` if the learner's process is gone (`cause` may say so or not: a compiled

@@ -186,11 +186,7 @@ class RunParts:
         update it was making counted and logged, so the checkpoint's weights are those of its
         counters and metrics."""
         if self.learner is not None and state == "failed":
-            if self._unlogged is None and (stats := self.learner.uncounted()) is not None:
-                self._count(stats)
-            if self._unlogged is not None:
-                self._log(self._unlogged)
-            self.checkpoints.save(self.learner, final=True)
+            self._save_what_was_learned()
         self.run_dir.close()
         model = self.run_dir.path / MODEL_FILE
         self.trackers.finish(state, model if state == "finished" else None)
@@ -200,6 +196,26 @@ class RunParts:
             self.learner.kill()
         if self.link is not None:
             self.link.close(self.record, state)
+
+    def _save_what_was_learned(self) -> None:
+        if self._unlogged is None:
+            try:
+                stats = self.learner.uncounted()
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
+                # A learner that did not finish its update in time may still finish it before
+                # a save asks for its state: that checkpoint would hold weights its counters
+                # do not count, after a second wait on a learner that may be hung.
+                log.warning(
+                    "no final checkpoint: the learner did not finish its last update (%s); "
+                    "the latest checkpoint stands",
+                    err,
+                )
+                return
+            if stats is not None:
+                self._count(stats)
+        if self._unlogged is not None:
+            self._log(self._unlogged)
+        self.checkpoints.save(self.learner, final=True)
 
 
 def _mean(values: deque) -> float | None:
