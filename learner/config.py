@@ -45,6 +45,8 @@ def type_name(hint: Any) -> str:
     """How an error message names a field's type."""
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a tuple of {type_name(typing.get_args(hint)[0])} (a list in YAML)"
     if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
         return hint.__name__
     return str(hint).replace("typing.", "")

@@ -22,7 +22,7 @@ import dacite
 
 from actors.config import ActorConfig, EnvConfig
 from learner.config import ConfigError, LearnerConfig, check_types, require, type_name
-from services.config_limits import check_bounds, flat_types, read_yaml
+from services.config_limits import check_bounds, read_yaml
 from services.tracking.config import LoggingConfig
 from services.tune.config import TuneConfig
 
@@ -347,9 +347,6 @@ def _check_keys(cls: type, data: Any, prefix: str) -> None:
             _check_keys(hint, value, f"{name}.")
         elif typing.get_origin(hint) is tuple and not isinstance(value, list | tuple):
             raise ConfigError(f"{name}={value!r} is invalid: expected a list, e.g. [64, 64]")
-        elif isinstance(value, bool) and bool not in flat_types(hint):
-            # bool is an int subclass; `num_actors: true` must not read as 1.
-            raise ConfigError(f"{name}={value!r} is invalid: expected {type_name(hint)}")
         else:
             check_bounds(name, hint, value)
 

@@ -108,7 +108,7 @@ def test_bad_values_name_the_field(override, message):
         (lambda: LearnerConfig(vtrace="yes"), "learner.vtrace='yes' is invalid"),
         (lambda: LearnerConfig(lr_schedule="cosine"), "expected one of 'constant', 'linear'"),
         (lambda: ModelConfig(hidden_sizes=(64, True)), "learner.model.hidden_sizes=(64, True)"),
-        (lambda: ModelConfig(hidden_sizes=[64]), "expected tuple[int, ...]"),
+        (lambda: ModelConfig(hidden_sizes=[64]), "expected a tuple of int (a list in YAML)"),
         (lambda: ModelConfig(normalize_obs=1), "learner.model.normalize_obs=1 is invalid"),
         (lambda: EnvConfig(kwargs=[("a", 1)]), "env.kwargs=[('a', 1)] is invalid"),
         (lambda: TrainConfig(target_return="high"), "train.target_return='high' is invalid"),
@@ -122,7 +122,11 @@ def test_configs_built_in_python_are_type_checked_as_loading_checks(build, messa
     with pytest.raises(ConfigError) as err:
         build()
     assert message in str(err.value)
-    assert LearnerConfig(max_grad_norm=1).max_grad_norm == 1  # an int is a float, as in YAML
+
+
+def test_an_int_is_a_float_for_configs_built_in_python_as_in_yaml():
+    assert LearnerConfig(max_grad_norm=1, vtrace=None).max_grad_norm == 1
+    assert ModelConfig(hidden_sizes=(32,)).hidden_sizes == (32,)
 
 
 def test_unreadable_and_malformed_files(tmp_path):
